@@ -1,0 +1,100 @@
+"""The contract every meta-learning algorithm implements (pure torch + torch.func, never ray).
+
+An algorithm turns (meta-parameters, a chunk of task specs) into ONE update summed over the chunk's
+tasks: a meta-gradient, or for Reptile the pseudo-gradient theta - phi. The runtime averages the
+chunk updates of a step and hands the mean to the outer optimizer, so every algorithm plugs into the
+same synchronous, asynchronous and fault-tolerant paths. Algorithms hold no training state: running
+a chunk twice gives the same answer, which is what makes re-dispatch after a failure safe.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from meta_dist import models
+from meta_dist.config import Config
+from meta_dist.tasks.spec import TaskFamily, TaskSpec
+
+
+@dataclass
+class ChunkOutput:
+    grads: dict[str, torch.Tensor]
+    """Per meta-parameter update, summed over the chunk's tasks."""
+    num_tasks: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Per-task metrics summed over the chunk (the runtime divides by the step's task count)."""
+
+
+class MetaAlgorithm(ABC):
+    """Base class: owns the (stateless) network and the task family of a run."""
+
+    def __init__(self, config: Config, family: TaskFamily, device: torch.device | str = "cpu"):
+        self.config = config
+        self.cfg = config.algorithm
+        self.family = family
+        self.device = torch.device(device)
+        self.model = self.build_model().to(self.device)
+
+    # -- construction -------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        return models.build(self.config, self.family)
+
+    def init_params(self, seed: int) -> dict[str, torch.Tensor]:
+        """Initial meta-parameters, identical for a given seed on every machine."""
+        model = models.build(self.config, self.family, seed=seed)
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    # -- the per-chunk contract ----------------------------------------------------------------
+    @abstractmethod
+    def chunk_update(self, params: dict[str, torch.Tensor], specs: Sequence[TaskSpec]) -> ChunkOutput:
+        """Summed update over the tasks of `specs`, computed at `params`."""
+
+    @abstractmethod
+    def eval_chunk(self, params: dict[str, torch.Tensor], specs: Sequence[TaskSpec], max_steps: int,
+                   inner_lr: float, transductive_bn: bool = False) -> torch.Tensor:
+        """Per-task metric after 0..max_steps adaptation steps: a [num_tasks, S] tensor (S may be 1
+        for methods that do not adapt by gradient steps)."""
+
+    # -- shared helpers: everything below works on a chunk, parameters stacked per task -------------
+    def model_params(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The entries of `params` that belong to the network (algorithms may add `meta.*` ones)."""
+        return {k: v for k, v in params.items() if not k.startswith("meta.")}
+
+    @staticmethod
+    def stack(params: dict[str, torch.Tensor], num_tasks: int) -> dict[str, torch.Tensor]:
+        """One (broadcast, not copied) set of parameters per task; gradients flow back to `params`."""
+        return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+
+    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """One task: `params` unstacked, `x` without the task dimension."""
+        return functional_call(self.model, self.model_params(params), (x,))
+
+    def forward_tasks(self, stacked: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """A chunk: parameters and inputs with a leading task dimension (vmap, or a loop)."""
+        stacked = self.model_params(stacked)
+        if self.cfg.vmap and hasattr(self.model, "forward_tasks"):  # a model's own batched kernel
+            return self.model.forward_tasks(stacked, x)
+        if self.cfg.vmap:
+            return vmap(self.forward)(stacked, x)
+        return torch.stack([self.forward({k: v[t] for k, v in stacked.items()}, x[t]) for t in range(x.shape[0])])
+
+    def task_losses(self, stacked: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Training loss of each task of a chunk: a [num_tasks] tensor."""
+        out = self.forward_tasks(stacked, x)
+        if self.family.metric == "mse":
+            return ((out - y) ** 2).flatten(1).mean(1)
+        return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+
+    def task_metrics(self, stacked: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Evaluation metric of each task of a chunk: MSE, or accuracy in [0, 1]."""
+        with torch.no_grad():
+            out = self.forward_tasks(stacked, x)
+            if self.family.metric == "mse":
+                return ((out - y) ** 2).flatten(1).mean(1)
+            return (out.argmax(-1) == y).float().mean(1)

@@ -1,0 +1,65 @@
+"""Reptile (Nichol, Achiam & Schulman 2018, "On First-Order Meta-Learning Algorithms").
+
+Each task runs `inner_steps` steps of SGD or Adam (beta1 = 0, the paper's Omniglot setting) on its
+support data, in minibatches of `inner_batch_size` that cycle through the data in a fixed order; its
+update is the pseudo-gradient theta - phi. The runtime averages that over the meta-batch and the
+outer optimizer (SGD with the outer step size, annealed linearly in the paper) applies it:
+theta <- theta - eps * mean(theta - phi) = theta + eps * mean(phi - theta). A chunk's tasks adapt
+together, vectorized over tasks like MAML's inner loop.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from meta_dist.algorithms.base import ChunkOutput, MetaAlgorithm
+from meta_dist.tasks.spec import TaskSpec
+
+Params = dict[str, torch.Tensor]
+ADAM_BETA2, ADAM_EPS = 0.999, 1e-8
+
+
+class Reptile(MetaAlgorithm):
+    def inner_loop(self, fast: Params, x, y, steps: int, lr: float) -> Params:
+        """Per-task SGD or Adam(beta1=0) on minibatches of (x, y); `fast` is stacked per task."""
+        n = x.shape[1]
+        bs = self.cfg.inner_batch_size or n
+        second = {k: torch.zeros_like(v) for k, v in fast.items()}
+        names = list(self.model_params(fast))
+        for i in range(steps):
+            idx = [((i * bs) + j) % n for j in range(bs)]
+            fast = {k: v.detach().requires_grad_() for k, v in fast.items()}
+            loss = self.task_losses(fast, x[:, idx], y[:, idx]).sum()
+            grads = dict(zip(names, torch.autograd.grad(loss, [fast[k] for k in names])))
+            with torch.no_grad():
+                for k, g in grads.items():
+                    if self.cfg.inner_optimizer == "adam":
+                        second[k] = ADAM_BETA2 * second[k] + (1 - ADAM_BETA2) * g * g
+                        v_hat = second[k] / (1 - ADAM_BETA2 ** (i + 1))
+                        fast[k] = fast[k] - lr * g / (v_hat.sqrt() + ADAM_EPS)
+                    else:
+                        fast[k] = fast[k] - lr * g
+        return {k: v.detach() for k, v in fast.items()}
+
+    def chunk_update(self, params: Params, specs: Sequence[TaskSpec]) -> ChunkOutput:
+        b = self.family.materialize(specs, self.device)
+        base = {k: v.detach() for k, v in params.items()}
+        phi = self.inner_loop(self.stack(base, b.num_tasks), b.support_x, b.support_y,
+                              self.cfg.inner_steps, self.cfg.inner_lr)
+        delta = {k: (base[k].unsqueeze(0) - phi[k]).sum(0) for k in base}
+        metrics = {"meta_loss": float(self.task_losses(phi, b.query_x, b.query_y).detach().sum())}
+        if self.family.metric == "accuracy":
+            metrics["accuracy"] = float(self.task_metrics(phi, b.query_x, b.query_y).sum())
+        return ChunkOutput(delta, len(specs), metrics)
+
+    def eval_chunk(self, params: Params, specs: Sequence[TaskSpec], max_steps: int, inner_lr: float,
+                   transductive_bn: bool = False) -> torch.Tensor:
+        b = self.family.materialize(specs, self.device)
+        lr = inner_lr or self.cfg.inner_lr
+        base = self.stack({k: v.detach() for k, v in params.items()}, b.num_tasks)
+        curve = [self.task_metrics(base, b.query_x, b.query_y)]
+        for s in range(1, max_steps + 1):  # the Adam state restarts, so each length is its own run
+            curve.append(self.task_metrics(self.inner_loop(base, b.support_x, b.support_y, s, lr),
+                                           b.query_x, b.query_y))
+        return torch.stack(curve, dim=1)

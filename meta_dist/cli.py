@@ -1,0 +1,234 @@
+"""The `meta-dist` command line (see README and DESIGN.md's public contract).
+
+Every subcommand parses, validates, and hands over to one library function. A `UserError` anywhere
+below becomes one line on stderr and exit code 2; any other exception is an internal failure
+(exit code 1, with its traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from meta_dist.errors import NonFiniteError, UserError
+
+
+def _add_train_options(p: argparse.ArgumentParser, with_address: bool = True) -> None:
+    p.add_argument("--config", help="config NAME (jobs/configs/NAME.yaml) or PATH; default: MAML on sinusoid")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set algorithm.inner_lr=0.4 (repeatable)")
+    p.add_argument("--steps", type=int, help="meta-steps to train (overrides the config)")
+    p.add_argument("--workers", type=int, help="worker actors (0 = one per CPU)")
+    p.add_argument("--seed", type=int, help="run seed")
+    p.add_argument("--data", help="task store directory (image tasks)")
+    p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest valid checkpoint")
+    if with_address:  # `submit` uses --address for the Jobs API URL instead
+        p.add_argument("--address", help="Ray cluster address to join (host:port or auto); default: a local Ray on 127.0.0.1")
+    p.add_argument("--time-budget-s", type=float, help="stop meta-training after S seconds, then checkpoint and evaluate")
+    p.add_argument("--backend", choices=("ray", "local"), help="ray (default) or local (one process, no Ray)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meta-dist", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="meta-train (default: MAML on sinusoid regression, paper settings)")
+    _add_train_options(train)
+
+    ev = sub.add_parser("eval", help="evaluate a run's newest checkpoint on held-out tasks")
+    ev.add_argument("--run-dir", required=True, help="run directory to evaluate")
+    ev.add_argument("--data", help="task store directory (image tasks)")
+    ev.add_argument("--tasks", type=int, help="number of test tasks (episodes)")
+    ev.add_argument("--ways", type=int, help="N-way of the test episodes")
+    ev.add_argument("--shots", type=int, help="K-shot of the test episodes (support points for regression)")
+    ev.add_argument("--inner-steps", type=int, help="adaptation steps for the headline figure")
+    ev.add_argument("--transductive-bn", action="store_true", help="batch norm with support+query statistics")
+    ev.add_argument("--split", choices=("test", "val"), help="split to evaluate on (default test)")
+    ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+
+    data = sub.add_parser("data", help="prepare task stores")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prep = data_sub.add_parser("prepare", help="build an Arrow task store from a dataset release")
+    prep.add_argument("dataset", choices=("omniglot", "miniimagenet", "cifarfs"))
+    prep.add_argument("--source", help="the dataset release (zips, extracted folders, or a torchvision root)")
+    prep.add_argument("--out", required=True, help="output store directory")
+    prep.add_argument("--split", choices=("vinyals", "random"), default="vinyals",
+                      help="Omniglot class split: vinyals (ProtoNets/Matching Nets) or random 1200/423 (MAML/Reptile)")
+    prep.add_argument("--download", action="store_true", help="download with torchvision (needs internet)")
+    prep.add_argument("--seed", type=int, default=1, help="seed of the random split")
+
+    bench = sub.add_parser("bench", help="tasks/s at each worker count against the single-process reference loop")
+    bench.add_argument("--config", default="omniglot_maml", help="workload config NAME or PATH")
+    bench.add_argument("--workers", default="1,2", help="comma-separated worker counts, e.g. 1,2")
+    bench.add_argument("--duration-s", type=float, default=20.0, help="measured seconds per configuration")
+    bench.add_argument("--data", help="task store directory (image workloads); default: synthetic inputs")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    bench.add_argument("--address", help="Ray cluster address to join")
+    bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    submit = sub.add_parser("submit", help="submit a training run as a Ray job")
+    submit.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265"),
+                        help="Ray Jobs API URL (default http://127.0.0.1:8265)")
+    submit.add_argument("--follow", action="store_true", help="stream the job's logs; exit 0 only if it SUCCEEDED")
+    submit.add_argument("--storage", help="where the run directory goes: a path or a pyarrow URI (s3://bucket/prefix)")
+    submit.add_argument("--install-deps", action="store_true", help="have Ray install the package's dependencies for the job")
+    _add_train_options(submit, with_address=False)
+
+    jobs = sub.add_parser("jobs", help="list, inspect, follow or stop submitted jobs")
+    jobs.add_argument("action", choices=("list", "status", "logs", "stop"))
+    jobs.add_argument("job_id", nargs="?", help="job (submission) id")
+    jobs.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265"))
+    jobs.add_argument("--follow", action="store_true", help="with logs: stream until the job ends")
+    return parser
+
+
+def train_config(args: argparse.Namespace):
+    from meta_dist import config as config_mod
+
+    overrides = list(args.set)
+    for flag, key in (("steps", "steps"), ("workers", "runtime.num_workers"), ("seed", "seed"),
+                      ("address", "runtime.address"), ("time_budget_s", "time_budget_s"),
+                      ("backend", "runtime.backend"), ("data", "task.data_dir")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return config_mod.validate(config_mod.load(args.config, overrides))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from meta_dist.runtime.driver import Trainer, load_run_config
+
+    if args.resume:
+        if not args.run_dir:
+            raise UserError("--resume needs --run-dir DIR (the run to continue)")
+        from meta_dist import config as config_mod
+
+        base = load_run_config(Path(args.run_dir))
+        extra = [f"steps={args.steps}"] if args.steps is not None else []
+        extra += [f"time_budget_s={args.time_budget_s}"] if args.time_budget_s is not None else []
+        extra += [f"runtime.num_workers={args.workers}"] if args.workers is not None else []
+        extra += [f"runtime.address={args.address}"] if args.address is not None else []
+        extra += [f"runtime.backend={args.backend}"] if args.backend is not None else []
+        config = config_mod.validate(config_mod.apply_overrides(base, extra + list(args.set)))
+    else:
+        config = train_config(args)
+    run_dir = Path(args.run_dir or Path("runs") / config.name)
+    Trainer(config, run_dir, data_dir=args.data, resume=args.resume).run()
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from meta_dist import checkpoint, config as config_mod
+    from meta_dist.evaluate import evaluate, format_result
+    from meta_dist.references import reference_for
+    from meta_dist.runtime.driver import load_run_config
+
+    run_dir = Path(args.run_dir)
+    config = load_run_config(run_dir)
+    extra = [f"eval.inner_steps={args.inner_steps}"] if args.inner_steps is not None else []
+    if args.inner_steps is not None and args.inner_steps > config.eval.max_inner_steps:
+        extra.append(f"eval.max_inner_steps={args.inner_steps}")
+    extra += ["eval.transductive_bn=true"] if args.transductive_bn else []
+    config = config_mod.validate(config_mod.apply_overrides(config, extra))
+    for name, value in (("--tasks", args.tasks), ("--ways", args.ways), ("--shots", args.shots)):
+        if value is not None and value <= 0:
+            raise UserError(f"{name} must be positive, got {value}")
+    ckpt = checkpoint.load_latest(run_dir)
+    if ckpt is None:
+        raise UserError(f"{run_dir} holds no checkpoint to evaluate; train first")
+    result = evaluate(config, ckpt.params, step=ckpt.step, data_dir=args.data, num_tasks=args.tasks,
+                      ways=args.ways, shots=args.shots, split=args.split)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_result(result, reference_for(config)))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from meta_dist.tasks import prepare
+
+    prepare.main(args)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from meta_dist import bench
+
+    return bench.main(args)
+
+
+def cmd_submit(args: argparse.Namespace, train_argv: list[str]) -> int:
+    from meta_dist.runtime import jobs_client
+
+    return jobs_client.submit(train_argv, address=args.address, follow=args.follow, storage=args.storage,
+                              working_dir=str(Path(__file__).resolve().parent.parent),
+                              install_deps=args.install_deps)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from meta_dist.runtime import jobs_client
+
+    if args.action != "list" and not args.job_id:
+        raise UserError(f"`meta-dist jobs {args.action}` needs a JOB_ID (see `meta-dist jobs list`)")
+    if args.action == "list":
+        return jobs_client.list_jobs(args.address)
+    if args.action == "status":
+        return jobs_client.status(args.address, args.job_id)
+    if args.action == "logs":
+        return jobs_client.logs(args.address, args.job_id, args.follow)
+    return jobs_client.stop(args.address, args.job_id)
+
+
+def _submit_train_argv(argv: list[str]) -> list[str]:
+    """The `meta-dist train` options of a `submit` command line (submit's own flags removed)."""
+    out, skip = [], False
+    own_with_value, own_flags = {"--address", "--storage"}, {"--follow", "--install-deps"}
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in own_flags:
+            continue
+        if name in own_with_value:
+            skip = "=" not in a
+            continue
+        out.append(a)
+    return out[1:]  # drop the "submit" word
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "data":
+            return cmd_data(args)
+        if args.command == "bench":
+            return cmd_bench(args)
+        if args.command == "submit":
+            return cmd_submit(args, _submit_train_argv(argv))
+        return cmd_jobs(args)
+    except UserError as e:
+        print(f"meta-dist: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteError as e:
+        print(f"meta-dist: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The one evaluation routine: held-out tasks, adaptation curve, mean +- 95% CI, non-finite guard.
+
+Every algorithm and entry point (the end of `train`, `meta-dist eval`, benchmarks) evaluates here.
+Tasks come from the `test` (or `val`) split with the run seed, so two runs with the same seed are
+scored on the same tasks. A task whose metric is NaN/Inf (a diverged fine-tune) is counted and
+reported, never averaged in.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from meta_dist import algorithms, tasks
+from meta_dist.config import Config
+from meta_dist.params import params_sha256
+
+EVAL_CHUNK = 50
+
+
+def summarize(values: torch.Tensor) -> tuple[float, float, int, int]:
+    """(mean, 95% CI half-width, finite count, non-finite count) of one column of per-task metrics."""
+    finite = values[torch.isfinite(values)].double()
+    n = int(finite.numel())
+    if n == 0:
+        return float("nan"), float("nan"), 0, int(values.numel())
+    std = float(finite.std(unbiased=True)) if n > 1 else 0.0
+    return float(finite.mean()), 1.96 * std / math.sqrt(n), n, int(values.numel()) - n
+
+
+def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data_dir: str | None = None,
+             num_tasks: int | None = None, ways: int | None = None, shots: int | None = None,
+             split: str | None = None) -> dict:
+    e = config.eval
+    family = tasks.build(config, data_dir)
+    algorithm = algorithms.build(config, family)
+    n = num_tasks or e.num_tasks
+    split = split or e.split
+    shape: dict = {"ways": ways, "shots": shots}
+    if family.metric == "mse":
+        shape["num_query"] = e.num_query
+    specs = [family.spec(config.seed, split, 0, i, **shape) for i in range(n)]
+    curves = torch.cat([algorithm.eval_chunk(params, specs[i: i + EVAL_CHUNK], e.max_inner_steps, e.inner_lr,
+                                             e.transductive_bn) for i in range(0, n, EVAL_CHUNK)])
+    scale = 100.0 if family.metric == "accuracy" else 1.0
+    curve = []
+    for s in range(curves.shape[1]):
+        mean, ci, finite, bad = summarize(curves[:, s] * scale)
+        curve.append({"inner_steps": s, "mean": mean, "ci95": ci, "tasks": finite, "nonfinite_tasks": bad})
+    head = curve[min(e.inner_steps, len(curve) - 1)]
+    result = {"metric": family.metric, "mean": head["mean"], "ci95": head["ci95"], "tasks": head["tasks"],
+              "step": step, "params_sha256": params_sha256(params), "inner_steps": head["inner_steps"],
+              "nonfinite_tasks": head["nonfinite_tasks"], "split": split, "curve": curve,
+              "algorithm": config.algorithm.name, "task": config.task.name}
+    if family.metric == "accuracy":
+        result.update(unit="%", ways=ways or config.task.ways, shots=shots or config.task.shots)
+    if family.metric == "mse":
+        result.update(shots=shots or config.task.shots)
+    return result
+
+
+def format_result(result: dict, reference: str = "") -> str:
+    """Human summary: the adaptation curve, then the headline with its CI."""
+    unit = result.get("unit", "")
+    lines = [f"evaluation on {result['tasks']} {result['split']} tasks ({result['metric']}):"]
+    for point in result["curve"]:
+        if point["inner_steps"] in (0, 1, result["inner_steps"], result["curve"][-1]["inner_steps"]):
+            lines.append(f"  after {point['inner_steps']:>2} steps: {point['mean']:.4g}{unit} +- {point['ci95']:.2g}"
+                         + (f"  ({point['nonfinite_tasks']} diverged tasks excluded)" if point["nonfinite_tasks"] else ""))
+    if reference:
+        lines.append(f"  reference: {reference}")
+    return "\n".join(lines)

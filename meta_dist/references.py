@@ -1,0 +1,28 @@
+"""Published and measured reference figures printed next to our own (source in each string;
+see the README's results table and ../shared/guide/REFERENCE.md)."""
+from __future__ import annotations
+
+from meta_dist.config import Config
+
+_REFERENCES = {
+    ("sinusoid", "maml"): "MAML K=10 MSE after 0/1/10 steps: 3.13 / 0.443 / 0.143 after 20k meta-steps, "
+                          "0.357 +- 0.023 (1 step) after 70k (REFERENCE.md reproduction of Finn et al. 2017)",
+    ("sinusoid", "fomaml"): "second-order MAML K=10, 1 step: 0.443 after 20k meta-steps (REFERENCE.md); "
+                            "first-order trails it slightly (Finn et al. 2017, Sec. 5.2)",
+    ("sinusoid", "reptile"): "Reptile sinusoid: the paper gives only figures (Nichol et al. 2018)",
+    ("omniglot", "maml"): "Omniglot 5-way 1-shot: MAML 98.7 +- 0.4% (Finn et al. 2017, Table 1)",
+    ("omniglot", "fomaml"): "Omniglot 5-way 1-shot: first-order MAML 98.3 +- 0.5% (Nichol et al. 2018)",
+    ("omniglot", "reptile"): "Omniglot 5-way 1-shot: Reptile 95.39 +- 0.09%, transductive 97.68% (Nichol et al. 2018)",
+    ("omniglot", "protonet"): "Omniglot 5-way 1-shot: Prototypical Networks 98.8% (Snell et al. 2017)",
+    ("omniglot", "matchingnet"): "Omniglot 5-way 1-shot: Matching Networks 98.1% (Vinyals et al. 2016)",
+    ("omniglot", "siamese"): "Omniglot 5-way 1-shot: Siamese nets 97.3% (Koch 2015, as quoted by Finn et al. 2017)",
+    ("omniglot", "metasgd"): "Omniglot 5-way 1-shot: Meta-SGD 99.53 +- 0.26% (Li et al. 2017; paper figure, not in REFERENCE.md)",
+    ("omniglot", "anil"): "Omniglot 20-way 1-shot: ANIL 96.2 +- 0.5% (Raghu et al. 2020; paper figure, not in REFERENCE.md)",
+    ("navigation2d", "maml_rl"): "2D navigation return after 0/1/2/3 steps: MAML -40.4 / -11.7 +- 2.2 / -3.3 / -3.2 "
+                                 "(Finn et al. 2017, Sec. 5.3)",
+    ("bandits", "rl2"): "Bernoulli bandits, 10 pulls, 5 arms: RL^2 6.7, Gittins 6.6, random 5.0 (Duan et al. 2016)",
+}
+
+
+def reference_for(config: Config) -> str:
+    return _REFERENCES.get((config.task.name, config.algorithm.name), "")

@@ -1,0 +1,190 @@
+"""Backends: where chunks run. `LocalBackend` runs everything in this process (tests, debugging);
+`RayBackend` runs stateless worker actors and a parameter-server actor on a Ray cluster.
+
+Both expose the same four operations to the driver: the current parameters handle, `run_chunks`
+(results in chunk order, whichever worker computed them), `apply` (one outer step, returning the
+next parameters handle) and `state`/`load_state`. In RayBackend the parameters travel through the
+object store once per version (the return value of `apply` is the broadcast itself), lost workers
+are replaced and their chunks re-dispatched, and a chunk that outlives `chunk_timeout_s` gets a
+backup copy on another worker; the first result wins.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from meta_dist.config import Config
+from meta_dist.runtime.server import ParameterServer
+from meta_dist.runtime.wire import Chunk, ChunkResult
+from meta_dist.runtime.worker import ChunkWorker
+
+log = logging.getLogger("meta_dist")
+
+
+class LocalBackend:
+    """Everything in one process: the same worker and server classes, called directly."""
+
+    def __init__(self, config: Config, init_params: dict, data_dir: str | None = None):
+        self.worker = ChunkWorker(config, 0, data_dir)
+        self.server = ParameterServer(config, init_params)
+        self.num_workers = 1
+        self._handle = self.server.params()
+
+    def params_handle(self) -> Any:
+        return self._handle
+
+    def run_chunks(self, handle: Any, chunks: list[Chunk]) -> list[ChunkResult]:
+        return self.worker.run_chunks(handle, chunks)
+
+    def apply(self, mean_update: np.ndarray, step: int) -> Any:
+        self._handle = self.server.apply(mean_update, step)
+        return self._handle
+
+    def state(self) -> dict:
+        return self.server.state_dict()
+
+    def load_state(self, state: dict) -> None:
+        self.server.load_state_dict(state)
+        self._handle = self.server.params()
+
+    def shutdown(self) -> None:
+        pass
+
+
+class RayBackend:
+    """Worker actors plus a parameter-server actor; fault handling lives in `run_chunks`."""
+
+    def __init__(self, config: Config, init_params: dict, data_dir: str | None = None):
+        import ray
+
+        from meta_dist.runtime import placement
+
+        self.ray = ray
+        self.config = config
+        self.data_dir = data_dir
+        self.owns_ray = placement.init_ray(config)
+        self.num_workers = placement.resolve_num_workers(config, ray.cluster_resources())
+        self.server = ray.remote(ParameterServer).options(num_cpus=0, max_restarts=0).remote(config, init_params)
+        self.workers = [self._start_worker(i) for i in range(self.num_workers)]
+        self.weights = [1.0] * self.num_workers
+        self._wait_placed()
+        self._handle = self.server.params.remote()
+        self.lost_workers = 0
+        self.backup_tasks = 0
+
+    # -- workers -----------------------------------------------------------------------------
+    def _start_worker(self, index: int):
+        from meta_dist.runtime import placement
+
+        res = placement.worker_resources(self.config, index)
+        device = "cuda" if res["num_gpus"] > 0 else "cpu"
+        actor_cls = self.ray.remote(ChunkWorker)
+        return actor_cls.options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_restarts=-1,
+                                 max_task_retries=0, scheduling_strategy="SPREAD").remote(
+            self.config, index, self.data_dir, device, res["num_cpus"] if device == "cpu" else 1)
+
+    def _wait_placed(self) -> None:
+        from meta_dist.errors import UserError
+
+        timeout = self.config.runtime.placement_timeout_s
+        refs = [w.ping.remote() for w in self.workers]
+        ready, pending = self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        if pending:
+            raise UserError(f"only {len(ready)} of {len(refs)} workers could be placed within "
+                            f"{timeout:g} s; lower --workers or add resources")
+        self.worker_info = self.ray.get(ready)
+
+    def ping(self) -> list[dict]:
+        return self.ray.get([w.ping.remote() for w in self.workers])
+
+    # -- the four driver operations ------------------------------------------------------------
+    def params_handle(self) -> Any:
+        return self._handle
+
+    def apply(self, mean_update: np.ndarray, step: int) -> Any:
+        self._handle = self.server.apply.remote(mean_update, step)
+        return self._handle
+
+    def state(self) -> dict:
+        return self.ray.get(self.server.state_dict.remote())
+
+    def load_state(self, state: dict) -> None:
+        self.ray.get(self.server.load_state_dict.remote(state))
+        self._handle = self.server.params.remote()
+
+    def shutdown(self) -> None:
+        for actor in [self.server, *self.workers]:
+            self.ray.kill(actor, no_restart=True)
+        if self.owns_ray:
+            self.ray.shutdown()
+
+    # -- dispatch with re-dispatch and backup tasks ------------------------------------------
+    def _partition(self, chunks: list[Chunk]) -> list[list[Chunk]]:
+        """Contiguous groups of chunks, sized by each worker's measured throughput."""
+        total = sum(self.weights)
+        groups, start = [], 0
+        for i, w in enumerate(self.weights):
+            end = len(chunks) if i == len(self.weights) - 1 else start + round(len(chunks) * w / total)
+            groups.append(chunks[start:end])
+            start = end
+        return groups
+
+    def run_chunks(self, handle: Any, chunks: list[Chunk]) -> list[ChunkResult]:
+        ray = self.ray
+        timeout_s = self.config.runtime.chunk_timeout_s
+        results: dict[int, ChunkResult] = {}
+        pending: dict[Any, tuple[int, list[Chunk], float]] = {}
+        backed_up: set[int] = set()
+        first_failure: float | None = None
+        for i, group in enumerate(self._partition(chunks)):
+            if group:
+                pending[self.workers[i].run_chunks.remote(handle, group)] = (i, group, time.monotonic())
+        next_worker = 0
+        while len(results) < len(chunks):
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(1.0, timeout_s))
+            for ref in ready:
+                index, group, started = pending.pop(ref)
+                try:
+                    for r in ray.get(ref):
+                        results.setdefault(r.chunk_id, r)
+                    self._observe(index, group, time.monotonic() - started)
+                    first_failure = None
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                        ray.exceptions.ObjectLostError) as e:
+                    self.lost_workers += 1
+                    first_failure = first_failure or time.monotonic()
+                    log.warning("worker %d lost during step %d (%s); re-dispatching %d chunk(s)",
+                                index, group[0].step, type(e).__name__, len(group))
+                    next_worker = (index + 1) % len(self.workers)
+                    missing = [c for c in group if c.chunk_id not in results]
+                    if missing:
+                        pending[self.workers[next_worker].run_chunks.remote(handle, missing)] = (
+                            next_worker, missing, time.monotonic())
+            now = time.monotonic()
+            if first_failure is not None and now - first_failure > self.config.runtime.placement_timeout_s:
+                raise RuntimeError(f"no worker could complete a chunk for {self.config.runtime.placement_timeout_s:g} s "
+                                   f"after worker failures; the cluster has lost its workers")
+            for ref, (index, group, started) in list(pending.items()):
+                slow = [c for c in group if c.chunk_id not in results and c.chunk_id not in backed_up]
+                if slow and now - started > timeout_s and len(self.workers) > 1:
+                    backup = (index + 1) % len(self.workers)
+                    log.warning("chunk(s) %s of step %d exceeded %g s on worker %d; backup on worker %d",
+                                [c.chunk_id for c in slow], group[0].step, timeout_s, index, backup)
+                    backed_up.update(c.chunk_id for c in slow)
+                    self.backup_tasks += 1
+                    pending[self.workers[backup].run_chunks.remote(handle, slow)] = (backup, slow, now)
+        for ref in pending:  # stragglers whose chunks were already answered by a backup
+            ray.cancel(ref, force=False)
+        return [results[c.chunk_id] for c in chunks]
+
+    def _observe(self, index: int, group: list[Chunk], elapsed_s: float) -> None:
+        """Track tasks/s per worker so that, on mixed CPU/GPU jobs, faster workers get more chunks.
+
+        Homogeneous workers keep equal shares: measured rates only add noise there.
+        """
+        tasks = sum(len(c.specs) for c in group)
+        if self.config.runtime.num_gpu_workers and elapsed_s > 0 and tasks:
+            self.weights[index] = 0.7 * self.weights[index] + 0.3 * tasks / elapsed_s

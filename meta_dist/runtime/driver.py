@@ -1,0 +1,244 @@
+"""The driver: one meta-training run, from a fresh or resumed run directory to its evaluation.
+
+A synchronous meta-step: derive the step's task specs from (seed, step), cut them into fixed
+chunks, run the chunks on the backend against one broadcast of the parameters, sum the chunk
+updates in chunk order (so the result does not depend on which worker computed what), drop
+non-finite chunks, and commit the mean through the parameter server. Metrics and checkpoints are
+written together, so a run killed at any point resumes with the same step sequence and, on CPU in
+synchronous mode, bitwise-identical parameters.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from meta_dist import algorithms, checkpoint, config as config_mod, tasks
+from meta_dist.config import Config
+from meta_dist.errors import NonFiniteError, UserError
+from meta_dist.evaluate import evaluate, format_result
+from meta_dist.metrics import MetricsLog, plot_curve
+from meta_dist.references import reference_for
+from meta_dist.runtime.wire import Chunk, ChunkResult
+from meta_dist.tasks.spec import derive_seed
+
+log = logging.getLogger("meta_dist")
+
+
+def make_chunks(config: Config, step: int, specs: list) -> list[Chunk]:
+    size = config.runtime.chunk_size
+    return [Chunk(step, i, tuple(specs[s: s + size])) for i, s in enumerate(range(0, len(specs), size))]
+
+
+def aggregate(results: list[ChunkResult]) -> tuple[np.ndarray | None, int, dict[str, float], int]:
+    """Sum of the finite chunk updates in chunk order, their task count, summed metrics, bad chunks."""
+    total, num_tasks, metrics, bad = None, 0, {}, 0
+    for r in sorted(results, key=lambda r: r.chunk_id):
+        if not r.ok:
+            bad += 1
+            continue
+        total = r.update.astype(np.float32, copy=True) if total is None else total + r.update
+        num_tasks += r.num_tasks
+        for k, v in r.metrics.items():
+            metrics[k] = metrics.get(k, 0.0) + v
+    if total is not None and not np.isfinite(total).all():  # finite chunks can still overflow in sum
+        return None, 0, {}, len(results)
+    return total, num_tasks, metrics, bad
+
+
+class Trainer:
+    def __init__(self, config: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool = False):
+        self.run_dir = Path(run_dir)
+        self.data_dir = data_dir or config.task.data_dir or None
+        self.resume = resume
+        self.stop_signal: int | None = None
+        self.config = self._prepare_run_dir(config)
+
+    # -- run directory ---------------------------------------------------------------------------
+    def _prepare_run_dir(self, config: Config) -> Config:
+        cfg_path = self.run_dir / "config.yaml"
+        if self.resume:
+            if not checkpoint.list_checkpoints(self.run_dir):
+                raise UserError(f"nothing to resume in {self.run_dir}: it holds no checkpoint; "
+                                f"drop --resume to start a new run there")
+            self.run_id = json.loads((self.run_dir / "run.json").read_text())["run_id"] \
+                if (self.run_dir / "run.json").exists() else ""
+            return config
+        if checkpoint.list_checkpoints(self.run_dir) or (self.run_dir / "metrics.parquet").exists():
+            raise UserError(f"{self.run_dir} already holds a run; pass --resume to continue it, "
+                            f"or choose a new --run-dir")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = uuid.uuid4().hex[:12]
+        _atomic_write(cfg_path, config_mod.dump(config))
+        _atomic_write(self.run_dir / "run.json", json.dumps({"run_id": self.run_id}))
+        return config
+
+    # -- main loop -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.config
+        family = tasks.build(cfg, self.data_dir)
+        algorithm = algorithms.build(cfg, family)
+        init = algorithm.init_params(derive_seed("init", cfg.seed))
+        start_step = 0
+        ckpt = checkpoint.load_latest(self.run_dir) if self.resume else None
+        if ckpt is not None:
+            checkpoint.check_compatible(ckpt, init)
+            if self.run_id and ckpt.run_id != self.run_id:
+                raise UserError(f"checkpoint {ckpt.path} belongs to run {ckpt.run_id}, not {self.run_id}; "
+                                f"use the run directory it came from")
+        metrics = MetricsLog(self.run_dir)
+        backend = self._make_backend(init)
+        try:
+            if ckpt is not None:
+                backend.load_state({"params": ckpt.params, "optimizer": ckpt.optimizer, "version": ckpt.version})
+                metrics.load(ckpt.step)
+                start_step = ckpt.step
+                print(f"resuming from {ckpt.path.name} (step {ckpt.step})", file=sys.stderr)
+            final_step = self._loop(backend, family, metrics, start_step)
+            state = backend.state()
+        finally:
+            backend.shutdown()
+        self._checkpoint(final_step, state, metrics)
+        plot_curve(self.run_dir)
+        if self.stop_signal is not None:
+            print(f"stopped by signal {self.stop_signal} at step {final_step}; continue with "
+                  f"`meta-dist train --resume --run-dir {self.run_dir}`", file=sys.stderr)
+            raise KeyboardInterrupt
+        result = evaluate(cfg, state["params"], step=final_step, data_dir=self.data_dir)
+        _atomic_write(self.run_dir / "eval.json", json.dumps(result, indent=1))
+        print(format_result(result, reference_for(cfg)), file=sys.stderr)
+        return result
+
+    def _make_backend(self, init):
+        from meta_dist.runtime.backend import LocalBackend, RayBackend
+
+        if self.config.runtime.backend == "local":
+            return LocalBackend(self.config, init, self.data_dir)
+        return RayBackend(self.config, init, self.data_dir)
+
+    def _loop(self, backend, family, metrics: MetricsLog, start_step: int) -> int:
+        cfg = self.config
+        handle = backend.params_handle()
+        t_start = time.monotonic()
+        bad_steps, step = 0, start_step
+        progress = Progress(cfg.steps, start_step)
+        with _signals_to_flag(self):
+            for step in range(start_step + 1, cfg.steps + 1):
+                t0 = time.perf_counter()
+                specs = family.specs(cfg.seed, "train", step, cfg.algorithm.meta_batch_size)
+                results = backend.run_chunks(handle, make_chunks(cfg, step, specs))
+                t1 = time.perf_counter()
+                total, num_tasks, sums, bad_chunks = aggregate(results)
+                if bad_chunks:
+                    log.warning("step %d: %d chunk(s) with non-finite updates skipped", step, bad_chunks)
+                if total is None:
+                    bad_steps += 1
+                    if bad_steps >= cfg.runtime.max_bad_steps:
+                        raise NonFiniteError(f"{bad_steps} consecutive meta-steps produced only non-finite "
+                                             f"updates (last: step {step}); lower the learning rates")
+                else:
+                    bad_steps = 0
+                    handle = backend.apply(total / num_tasks, step)
+                t2 = time.perf_counter()
+                row = {"step": step, "num_tasks": num_tasks, "step_time_s": t2 - t0,
+                       "meta_loss": sums.get("meta_loss", float("nan")) / max(num_tasks, 1),
+                       "wall_time": time.time(), "bad_chunks": bad_chunks,
+                       "compute_s": max((r.compute_s for r in results), default=0.0),
+                       "dispatch_s": t1 - t0, "aggregate_s": t2 - t1}
+                if "accuracy" in sums:
+                    row["accuracy"] = sums["accuracy"] / max(num_tasks, 1)
+                metrics.append(row)
+                progress.update(step, row)
+                out_of_time = cfg.time_budget_s and time.monotonic() - t_start >= cfg.time_budget_s
+                if step % cfg.checkpoint.every == 0 and step != cfg.steps and not out_of_time:
+                    self._checkpoint(step, backend.state(), metrics)
+                if self.stop_signal is not None or out_of_time:
+                    break
+        progress.close()
+        return step
+
+    def _checkpoint(self, step: int, state: dict, metrics: MetricsLog) -> None:
+        if step == 0:
+            return
+        metrics.rows = [r for r in metrics.rows if r["step"] <= step]
+        checkpoint.save(self.run_dir, step, state, self.run_id, config_mod.to_dict(self.config),
+                        self.config.checkpoint.keep)
+        metrics.flush()
+
+
+class Progress:
+    """One status line: step, loss, tasks/s, ETA (redrawn in place on a terminal)."""
+
+    def __init__(self, total: int, start: int):
+        self.total, self.start, self.t0 = total, start, time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.tasks = 0
+
+    def update(self, step: int, row: dict) -> None:
+        self.tasks += row["num_tasks"]
+        now = time.monotonic()
+        if now - self.last < (0.5 if self.tty else 10.0) and step != self.total:
+            return
+        self.last = now
+        elapsed = now - self.t0
+        rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else 0.0
+        line = (f"step {step}/{self.total} | loss {row['meta_loss']:.4f} | {self.tasks / max(elapsed, 1e-9):.0f} tasks/s"
+                f" | ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+class _signals_to_flag:
+    """SIGTERM/SIGINT ask the loop to stop after the current step (then checkpoint)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.previous: dict = {}
+
+    def __enter__(self):
+        if threading_is_main():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.trainer.stop_signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_run_config(run_dir: Path) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a meta-dist run directory (no config.yaml); pass the --run-dir of a run")
+    return config_mod.validate(config_mod.from_dict(yaml.safe_load(path.read_text()) or {}))

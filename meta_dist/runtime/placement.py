@@ -1,0 +1,77 @@
+"""Connecting to Ray and checking that the requested workers can ever be placed.
+
+Local mode starts a single-node Ray bound to 127.0.0.1 with no dashboard; a given address is
+checked for reachability with a short socket probe first, so a typo fails in seconds with a clear
+message instead of hanging. Resource requests are compared with the cluster's total resources
+before any actor is created: a request that can never be met is a user error, not a hang.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from meta_dist.config import Config
+from meta_dist.errors import UserError
+
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def _probe(host: str, port: int, timeout_s: float = 3.0) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot reach a Ray cluster at {host}:{port} ({e.strerror or e}); start one with "
+                        f"`cluster/local.sh start` or `ray start --head`, or fix --address") from None
+
+
+def init_ray(config: Config) -> bool:
+    """Connect to (or start) Ray; returns True when this call started a local Ray we must shut down."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    for k, v in LOOPBACK_ENV.items():
+        os.environ.setdefault(k, v)
+    address = config.runtime.address or os.environ.get("RAY_ADDRESS", "")
+    common = dict(namespace="meta-dist", log_to_driver=True, configure_logging=False)
+    if not address:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        return True
+    if address.startswith("http://") or address.startswith("https://"):
+        raise UserError(f"--address {address} is a Jobs API URL; use `meta-dist submit --address {address}` "
+                        f"to submit a job, or give the cluster's GCS address (host:6379) to train against it")
+    if address not in ("auto", "local") and not address.startswith("ray://"):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"--address '{address}' is not HOST:PORT (e.g. 127.0.0.1:6379), 'auto' or ray://HOST:PORT")
+        _probe(host, int(port))
+    try:
+        ray.init(address=address, **common)
+    except ConnectionError as e:
+        raise UserError(f"cannot connect to the Ray cluster at '{address}': {str(e).splitlines()[0]}") from None
+    return False
+
+
+def worker_resources(config: Config, index: int) -> dict:
+    """Ray resources of worker `index`: the first `num_gpu_workers` are GPU workers."""
+    r = config.runtime
+    if index < r.num_gpu_workers:
+        return {"num_cpus": 1, "num_gpus": r.num_gpus_per_worker}
+    return {"num_cpus": r.threads_per_worker, "num_gpus": 0}
+
+
+def resolve_num_workers(config: Config, cluster: dict[str, float]) -> int:
+    """Workers to start (0 = fill the cluster's CPUs); raises UserError if they can never be placed."""
+    r = config.runtime
+    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    n = r.num_workers or max(1, r.num_gpu_workers + int((cpus - r.num_gpu_workers) // r.threads_per_worker))
+    need_cpu = sum(worker_resources(config, i)["num_cpus"] for i in range(n))
+    need_gpu = sum(worker_resources(config, i)["num_gpus"] for i in range(n))
+    if need_cpu > cpus:
+        raise UserError(f"{n} workers x {r.threads_per_worker} threads need {need_cpu:g} CPUs but the Ray cluster "
+                        f"has {cpus:g}; lower --workers (or runtime.threads_per_worker) or add nodes")
+    if need_gpu > gpus + 1e-9:
+        raise UserError(f"{r.num_gpu_workers} GPU workers x {r.num_gpus_per_worker:g} GPU need {need_gpu:g} GPUs but "
+                        f"the Ray cluster has {gpus:g}; set runtime.num_gpu_workers=0 or add GPU nodes")
+    return n

@@ -1,0 +1,80 @@
+"""The parameter server: versioned meta-parameters and the outer optimizer.
+
+A plain class (the Ray actor is a thin wrapper in backend.py). It accepts only the mean update of
+a step (or, in asynchronous mode, of a group of chunks), refuses non-finite updates outright, and
+bumps the version on every applied update. In asynchronous mode it also enforces bounded
+staleness: an update computed on a version more than `staleness` behind is rejected.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from meta_dist.config import Config
+from meta_dist.params import ParamLayout
+
+
+def meta_lr_at(config: Config, step: int) -> float:
+    """The outer step size at (1-based) meta-step `step` under the configured schedule."""
+    a = config.algorithm
+    if a.meta_lr_schedule == "linear":
+        return a.meta_lr * max(0.0, 1.0 - (step - 1) / config.steps)
+    if a.meta_lr_schedule == "step":
+        return a.meta_lr * 0.5 ** ((step - 1) // a.meta_lr_decay_every)
+    return a.meta_lr
+
+
+class ParameterServer:
+    def __init__(self, config: Config, init_params: dict[str, torch.Tensor]):
+        self.config = config
+        self.layout = ParamLayout.of(init_params)
+        self.flat = torch.nn.Parameter(self.layout.flatten(init_params).detach().clone().float())
+        a = config.algorithm
+        if a.meta_optimizer == "adam":
+            self.optimizer = torch.optim.Adam([self.flat], lr=a.meta_lr)
+        else:
+            self.optimizer = torch.optim.SGD([self.flat], lr=a.meta_lr)
+        self.version = 0
+        self.rejected_stale = 0
+
+    def params(self) -> tuple[int, np.ndarray]:
+        """(version, flat float32 parameters): the broadcast unit, one object-store put per version."""
+        return self.version, self.flat.detach().numpy().copy()
+
+    def apply(self, mean_update: np.ndarray | torch.Tensor, step: int, base_version: int | None = None
+              ) -> tuple[int, np.ndarray]:
+        """One outer-optimizer step with `mean_update` as the gradient; returns the new params."""
+        update = torch.as_tensor(np.asarray(mean_update), dtype=torch.float32)
+        if update.shape != self.flat.shape:
+            raise ValueError(f"update has {update.numel()} values, parameters have {self.flat.numel()}")
+        if not torch.isfinite(update).all():
+            raise FloatingPointError("non-finite update reached the parameter server")
+        if base_version is not None and self.version - base_version > self.config.runtime.staleness:
+            self.rejected_stale += 1
+            return self.params()
+        for group in self.optimizer.param_groups:
+            group["lr"] = meta_lr_at(self.config, step)
+        self.flat.grad = update.clone()
+        self.optimizer.step()
+        self.flat.grad = None
+        self.version += 1
+        return self.params()
+
+    def is_fresh(self, base_version: int) -> bool:
+        return self.version - base_version <= self.config.runtime.staleness
+
+    def named_params(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.layout.unflatten(self.flat.detach()).items()}
+
+    def state_dict(self) -> dict:
+        return {"params": self.named_params(), "optimizer": self.optimizer.state_dict(),
+                "version": self.version}
+
+    def load_state_dict(self, state: dict) -> None:
+        loaded = ParamLayout.of(state["params"])
+        if loaded != self.layout:
+            raise ValueError("checkpoint parameters do not match the configured model")
+        with torch.no_grad():
+            self.flat.copy_(self.layout.flatten(state["params"]))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version = int(state["version"])

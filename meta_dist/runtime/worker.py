@@ -1,0 +1,64 @@
+"""The chunk worker: turns (parameters, chunk of task specs) into one flat update.
+
+A plain class, so every test can run it in one process; `RayBackend` wraps it in an actor. It
+holds no training state (only the network's structure and the task store handle), so running a
+chunk twice is harmless and a replacement worker is as good as the original. Each worker pins its
+intra-op thread count: tiny convolutions do not speed up with threads, and oversubscribed cores
+slow small-op jobs many times over.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from meta_dist import algorithms, tasks
+from meta_dist.config import Config
+from meta_dist.params import ParamLayout
+from meta_dist.runtime.wire import Chunk, ChunkResult
+
+
+def as_tensor(flat: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A zero-copy tensor view of a (possibly read-only, object-store backed) float32 array."""
+    if isinstance(flat, torch.Tensor):
+        return flat
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only buffer: we never write to it
+        return torch.from_numpy(flat)
+
+
+class ChunkWorker:
+    def __init__(self, config: Config, worker_id: int = 0, data_dir: str | None = None,
+                 device: str = "cpu", threads: int | None = None):
+        self.worker_id = worker_id
+        self.device = torch.device(device)
+        torch.set_num_threads(threads or config.runtime.threads_per_worker)
+        self.family = tasks.build(config, data_dir)
+        self.algorithm = algorithms.build(config, self.family, self.device)
+        self.layout = ParamLayout.of(self.algorithm.init_params(0))
+        self.fault_plan = None  # tests install a faults.FaultPlan here
+
+    def ping(self) -> dict:
+        return {"worker_id": self.worker_id, "pid": os.getpid(), "device": str(self.device),
+                "threads": torch.get_num_threads()}
+
+    def run_chunk(self, params: tuple[int, np.ndarray | torch.Tensor], chunk: Chunk) -> ChunkResult:
+        version, flat = params
+        if self.fault_plan is not None:
+            self.fault_plan.before_chunk(self.worker_id, chunk)
+        start = time.perf_counter()
+        named = self.layout.unflatten(as_tensor(flat).to(self.device))
+        out = self.algorithm.chunk_update(named, chunk.specs)
+        update = self.layout.flatten({k: out.grads[k] for k in self.layout.names}).detach()
+        if self.fault_plan is not None:
+            update = self.fault_plan.corrupt_update(self.worker_id, chunk, update)
+        finite = bool(torch.isfinite(update).all())
+        return ChunkResult(chunk.step, chunk.chunk_id, version, update.cpu().numpy(), out.num_tasks,
+                           out.metrics, "ok" if finite else "nonfinite", self.worker_id,
+                           time.perf_counter() - start)
+
+    def run_chunks(self, params: tuple[int, np.ndarray | torch.Tensor], chunks: list[Chunk]) -> list[ChunkResult]:
+        return [self.run_chunk(params, c) for c in chunks]
