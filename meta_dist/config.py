@@ -156,6 +156,16 @@ class RLConfig:
     """PPO clipping epsilon."""
     entropy_coef: float = 0.0
     """Entropy bonus weight."""
+    value_coef: float = 0.5
+    """RL^2: weight of the value-head (critic) loss next to the policy loss."""
+    num_trials: int = 1
+    """RL^2: trials sampled per task per meta-step (each trial is one fresh run of the recurrent policy)."""
+    init_log_std: float = 0.0
+    """Gaussian policies: initial state-independent log standard deviation (0 = std 1, as rllab)."""
+    num_arms: int = 5
+    """Bandits: arms k, success probabilities p_i ~ U[0, 1]."""
+    num_pulls: int = 10
+    """Bandits: pulls n per trial (a trial is n one-step episodes)."""
 
 
 @dataclass(frozen=True)
@@ -199,12 +209,13 @@ CHOICES = {
 POSITIVE = ("steps", "log_every", "task.ways", "task.shots", "task.num_query", "algorithm.inner_steps",
             "algorithm.meta_batch_size", "runtime.threads_per_worker", "runtime.chunk_size",
             "checkpoint.every", "checkpoint.keep", "eval.num_tasks", "eval.num_query",
-            "rl.horizon", "rl.num_episodes", "runtime.max_bad_steps")
+            "rl.horizon", "rl.num_episodes", "runtime.max_bad_steps", "rl.num_trials", "rl.num_arms",
+            "rl.num_pulls")
 NON_NEGATIVE = ("seed", "time_budget_s", "runtime.num_workers", "runtime.num_gpus_per_worker",
                 "runtime.num_gpu_workers", "runtime.staleness", "algorithm.inner_lr", "algorithm.meta_lr",
                 "algorithm.inner_batch_size", "algorithm.meta_lr_decay_every", "eval.inner_steps",
                 "eval.max_inner_steps", "eval.inner_lr", "runtime.chunk_timeout_s",
-                "runtime.placement_timeout_s", "rl.entropy_coef")
+                "runtime.placement_timeout_s", "rl.entropy_coef", "rl.value_coef")
 
 
 def _field_types(cls) -> dict[str, Any]:

@@ -119,6 +119,7 @@ def connect(address: str | None) -> tuple[JobSubmissionClient, str]:
 @contextlib.contextmanager
 def _translate_errors(url: str) -> Iterator[None]:
     """Turn the SDK's authentication and connection failures into one-line UserErrors."""
+    import aiohttp
     import requests
     from ray.exceptions import AuthenticationError
 
@@ -130,7 +131,8 @@ def _translate_errors(url: str) -> Iterator[None]:
             f"the Ray Jobs API at {url} refused the request ({first_line}); set RAY_AUTH_MODE=token "
             f"and the cluster's token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH "
             f"(see cluster/README.md)") from e
-    except (ConnectionError, requests.exceptions.ConnectionError) as e:
+    except (ConnectionError, requests.exceptions.ConnectionError,
+            aiohttp.ClientConnectionError) as e:
         raise UserError(f"lost the connection to the Ray Jobs API at {url}: is the head still "
                         f"running? ({type(e).__name__})") from e
 
@@ -150,7 +152,7 @@ def _find_job(client: JobSubmissionClient, job_id: str) -> JobDetails | None:
 def _job_info(client: JobSubmissionClient, url: str, job_id: str) -> JobDetails:
     info = _find_job(client, job_id)
     if info is None:
-        raise UserError(f"no job {job_id!r} on {url}; list jobs with `ray job list "
+        raise UserError(f"no job {job_id!r} on {url}; list jobs with `meta-dist jobs list "
                         f"--address {url}`")
     return info
 
@@ -268,7 +270,7 @@ def submit(train_args: Sequence[str], address: str | None, follow: bool, storage
                           metadata={"meta_dist_args": shlex.join(train_args)})
     print(f"submitted job {name} to {url}", flush=True)
     if not follow:
-        print(f"follow it with: ray job logs --follow {name} --address {url}", flush=True)
+        print(f"follow it with: meta-dist jobs logs {name} --follow --address {url}", flush=True)
         return 0
     return _follow(client, url, name)
 
@@ -322,7 +324,7 @@ def stop(address: str | None, job_id: str) -> int:
             return 0
         client.stop_job(job_id)
     print(f"stop requested for job {job_id} (was {info.status.value}); check with "
-          f"`ray job status {job_id} --address {url}`")
+          f"`meta-dist jobs status {job_id} --address {url}`")
     return 0
 
 
@@ -340,7 +342,7 @@ def _follow(client: JobSubmissionClient, url: str, job_id: str) -> int:
             info = _wait_terminal(client, url, job_id)
     except KeyboardInterrupt:
         print(f"\nstopped following; job {job_id} keeps running on the cluster. Stop it with "
-              f"`ray job stop {job_id} --address {url}`", flush=True)
+              f"`meta-dist jobs stop {job_id} --address {url}`", flush=True)
         return 130
     print(_status_line(job_id, info), flush=True)
     return 0 if info.status.value == "SUCCEEDED" else 1
@@ -365,7 +367,8 @@ def _status_line(job_id: str, info: JobDetails) -> str:
         end = info.end_time or time.time() * 1000
         line += f" ({(end - info.start_time) / 1000:.1f} s)"
     if info.message:
-        line += f" - {info.message.strip()}"
+        # A failed job's message appends its last logs; the first line is the summary.
+        line += f" - {info.message.strip().splitlines()[0]}"
     return line
 
 

@@ -18,6 +18,7 @@ import torch
 from meta_dist import algorithms, tasks
 from meta_dist.config import Config
 from meta_dist.params import ParamLayout
+from meta_dist.runtime.faults import FaultPlan
 from meta_dist.runtime.wire import Chunk, ChunkResult
 
 
@@ -39,7 +40,7 @@ class ChunkWorker:
         self.family = tasks.build(config, data_dir)
         self.algorithm = algorithms.build(config, self.family, self.device)
         self.layout = ParamLayout.of(self.algorithm.init_params(0))
-        self.fault_plan = None  # tests install a faults.FaultPlan here
+        self.fault_plan = FaultPlan.from_env()  # scheduled fault injection (tests, drills); usually None
 
     def ping(self) -> dict:
         return {"worker_id": self.worker_id, "pid": os.getpid(), "device": str(self.device),

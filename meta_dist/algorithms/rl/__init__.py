@@ -1,0 +1,29 @@
+"""Meta-RL algorithms: MAML-RL (gradient-based adaptation of a Gaussian policy) and RL^2 (a
+recurrent policy that adapts in its hidden state). Both plug into the same chunk contract as the
+supervised algorithms; see common.py for rollouts, returns, GAE and the linear baseline."""
+from __future__ import annotations
+
+import torch
+
+from meta_dist.algorithms.base import MetaAlgorithm
+from meta_dist.config import Config
+from meta_dist.errors import UserError
+from meta_dist.tasks.spec import TaskFamily
+
+
+def build_rl_algorithm(config: Config, family: TaskFamily, device: torch.device | str = "cpu") -> MetaAlgorithm:
+    if family.metric != "return":
+        raise UserError(f"algorithm {config.algorithm.name} needs an RL task (navigation2d, bandits, cheetah_vel, "
+                        f"cheetah_dir); task.name is '{family.name}'")
+    if config.algorithm.name == "maml_rl":
+        if config.model.name != "policy_mlp":
+            raise UserError("algorithm maml_rl adapts a Gaussian MLP policy: set model.name=policy_mlp")
+        from meta_dist.algorithms.rl.maml_rl import MAMLRL
+        return MAMLRL(config, family, device)
+    if config.model.name != "policy_gru":
+        raise UserError("algorithm rl2 needs a recurrent policy: set model.name=policy_gru")
+    from meta_dist.algorithms.rl.rl2 import RL2
+    return RL2(config, family, device)
+
+
+__all__ = ["build_rl_algorithm"]

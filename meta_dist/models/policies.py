@@ -1,0 +1,88 @@
+"""Policies for meta-RL: a Gaussian MLP (MAML-RL) and a GRU actor-critic (RL^2).
+
+`GaussianMLPPolicy` follows Finn et al. 2017: 2 x 100 ReLU hidden layers, a linear mean head and a
+state-independent log standard deviation, all of it adapted by the inner policy-gradient step.
+`GRUPolicy` follows Duan et al. 2016: a GRU over the whole trial (its hidden state is carried
+across episode boundaries), a categorical action head and a value head for the critic.
+
+Both are plain nn.Modules; the algorithms run them functionally on per-task parameters, so each
+offers a `forward_tasks(stacked, obs)` that takes parameters with a leading task dimension (MAML)
+and batched kernels (one bmm per layer, one fused GRU-cell update per time step).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from meta_dist.config import Config
+from meta_dist.errors import UserError
+
+
+class GaussianMLPPolicy(nn.Module):
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes=(100, 100), activation: str = "relu",
+                 init_log_std: float = 0.0):
+        super().__init__()
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for h in hidden_sizes:
+            layers += [nn.Linear(width, h), act()]
+            width = h
+        layers.append(nn.Linear(width, action_dim))
+        self.net = nn.Sequential(*layers)
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log_std) of the action distribution; log_std broadcasts against the mean."""
+        return self.net(obs), self.log_std
+
+    def forward_tasks(self, stacked: dict[str, torch.Tensor], obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-task parameters ([T, ...] each) on obs [T, N, obs_dim]: mean [T, N, A], log_std [T, 1, A]."""
+        h = obs
+        linears = [i for i, m in enumerate(self.net) if isinstance(m, nn.Linear)]
+        for i, layer in enumerate(self.net):
+            if isinstance(layer, nn.Linear):
+                w, b = stacked[f"net.{i}.weight"], stacked[f"net.{i}.bias"]
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            elif i < linears[-1]:
+                h = layer(h)
+        return h, stacked["log_std"].unsqueeze(1)
+
+
+class GRUPolicy(nn.Module):
+    """GRU actor-critic over a trial. Parameters are shared by all tasks (RL^2 does not adapt them)."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden_size: int = 128):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gru = nn.GRUCell(obs_dim, hidden_size)
+        self.pi = nn.Linear(hidden_size, num_actions)
+        self.v = nn.Linear(hidden_size, 1)
+        with torch.no_grad():  # near-uniform initial policy, as is usual for actor-critic heads
+            self.pi.weight.mul_(0.01)
+            self.pi.bias.zero_()
+
+    def forward(self, obs: torch.Tensor, h: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A sequence [B, L, obs_dim] from hidden state `h` (zeros if None): (logits [B, L, k],
+        values [B, L], last hidden state [B, H]). Rollouts call it with L = 1 and carry `h`."""
+        h = obs.new_zeros(obs.shape[0], self.hidden_size) if h is None else h
+        logits, values = [], []
+        for t in range(obs.shape[1]):
+            h = self.gru(obs[:, t], h)
+            logits.append(self.pi(h)), values.append(self.v(h).squeeze(-1))
+        return torch.stack(logits, 1), torch.stack(values, 1), h
+
+
+def build_policy(config: Config, family) -> nn.Module:
+    m = config.model
+    if m.name == "policy_mlp":
+        if getattr(family, "discrete", False):
+            raise UserError(f"model policy_mlp is a Gaussian policy; task '{family.name}' has discrete actions "
+                             f"(use model.name=policy_gru)")
+        return GaussianMLPPolicy(family.obs_dim, family.action_dim, tuple(m.hidden_sizes), m.activation,
+                                 config.rl.init_log_std)
+    if not getattr(family, "discrete", False):
+        raise UserError(f"model policy_gru has a categorical head; task '{family.name}' has continuous actions "
+                         f"(use model.name=policy_mlp)")
+    return GRUPolicy(family.obs_dim, family.action_dim, int(m.hidden_sizes[0]) if m.hidden_sizes else 128)

@@ -1,0 +1,118 @@
+"""N-way K-shot classification episodes drawn from a task store (Omniglot, mini-ImageNet, CIFAR-FS).
+
+A spec names `ways` distinct classes of a split and, per class, `shots + num_query` distinct rows
+(class-major: a class's shots, then its queries) and the class's rotation; it is drawn only from
+(seed, split, step, index), so the driver and every worker agree on it. The store is opened lazily
+on first use, so each worker process memory-maps its own copy (and a pickled family carries no
+file handles). `materialize` gathers a whole chunk's rows in one read, rotates each way's images,
+scales to [0, 1] and normalizes with the store's train-split channel statistics.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from meta_dist.config import TaskConfig
+from meta_dist.errors import UserError
+from meta_dist.tasks.spec import TaskBatch, TaskFamily, TaskSpec, derive_seed, spec_rng
+from meta_dist.tasks.store import TaskStore, open_store
+
+log = logging.getLogger("meta_dist")
+
+
+class EpisodicTasks(TaskFamily):
+    metric = "accuracy"
+
+    def __init__(self, cfg: TaskConfig, data_dir: str | None):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.data_dir = data_dir or ""
+        self._store: TaskStore | None = None
+        self._split_classes: dict[str, list[int]] = {}
+
+    def __getstate__(self):
+        return {"cfg": self.cfg, "name": self.name, "data_dir": self.data_dir, "_store": None, "_split_classes": {}}
+
+    @property
+    def store(self) -> TaskStore:
+        if self._store is None:
+            if not self.data_dir:
+                raise UserError(f"task '{self.name}' needs a task store: pass --data DIR (built with "
+                                f"`meta-dist data prepare {self.name} --source PATH --out DIR`)")
+            store = open_store(self.data_dir)
+            if store.dataset != self.name:
+                raise UserError(f"task store '{self.data_dir}' holds {store.dataset}, but the config's task.name "
+                                f"is {self.name}; pass a {self.name} store with --data or set task.name={store.dataset}")
+            if self.name == "omniglot" and store.manifest["split"] != self.cfg.split:
+                log.warning("task store %s uses the %s class split, the config names %s (task.split); "
+                            "results are reported for the store's split", self.data_dir,
+                            store.manifest["split"], self.cfg.split)
+            self._store = store
+        return self._store
+
+    def classes_of(self, split: str) -> list[int]:
+        if split not in self._split_classes:
+            ids = self.store.split_classes(split, rotations=self.cfg.augment_rotations)
+            self._split_classes[split] = [int(i) for i in ids]
+        return self._split_classes[split]
+
+    # -- specs (driver side) ------------------------------------------------------------------------
+    def spec(self, seed, split, step, index, *, ways=None, shots=None, num_query=None) -> TaskSpec:
+        n = ways or self.cfg.ways
+        k = shots or self.cfg.shots
+        q = num_query or self.cfg.num_query
+        pool = self.classes_of(split)
+        if n > len(pool):
+            raise UserError(f"{n}-way episodes need {n} classes, but the '{split}' split of {self.data_dir} "
+                            f"has {len(pool)}; lower task.ways (or --ways)")
+        rng = spec_rng(seed, split, step, index)
+        store = self.store
+        classes = rng.sample(pool, n)
+        rows: list[int] = []
+        for c in classes:
+            available = int(store.num_rows[c])
+            if k + q > available:
+                raise UserError(f"{k} shots + {q} queries per class need {k + q} images, but class "
+                                f"'{store.class_keys[c]}' has {available}; lower task.shots or task.num_query")
+            first = int(store.first_row[c])
+            rows.extend(first + r for r in rng.sample(range(available), k + q))
+        rotations = tuple(int(store.rotation[c]) for c in classes)
+        return TaskSpec(self.name, split, step, index, derive_seed("episode", seed, split, step, index),
+                        params=(float(k), float(q)), classes=tuple(classes), rows=tuple(rows), rotations=rotations)
+
+    # -- tensors (worker side) ----------------------------------------------------------------------
+    def materialize(self, specs: Sequence[TaskSpec], device="cpu") -> TaskBatch:
+        k, q = (int(v) for v in specs[0].params)
+        n = len(specs[0].classes)
+        if any(s.params != specs[0].params or len(s.classes) != n for s in specs):
+            raise AssertionError("a chunk's specs must share ways, shots and num_query")
+        store = self.store
+        pixels = store.pixels(np.fromiter((r for s in specs for r in s.rows), dtype=np.int64))
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # [T*n*(k+q), C, H, W] uint8
+        c, h, w = store.image_shape
+        x = x.reshape(len(specs), n, k + q, c, h, w)
+        turns = torch.tensor([s.rotations for s in specs])
+        if turns.any():
+            x = x.clone()
+            for t, way in turns.nonzero().tolist():
+                x[t, way] = torch.rot90(x[t, way], int(turns[t, way]), dims=(-2, -1))
+        mean = torch.tensor(store.manifest["mean"]).view(c, 1, 1)
+        std = torch.tensor(store.manifest["std"]).view(c, 1, 1)
+        x = (x.float().div_(255.0) - mean) / std
+        labels = torch.arange(n).view(1, n, 1)
+        sy = labels.expand(len(specs), n, k).reshape(len(specs), n * k)
+        qy = labels.expand(len(specs), n, q).reshape(len(specs), n * q)
+        sx = x[:, :, :k].reshape(len(specs), n * k, c, h, w)
+        qx = x[:, :, k:].reshape(len(specs), n * q, c, h, w)
+        return TaskBatch(sx.contiguous(), sy.contiguous(), qx.contiguous(), qy.contiguous()).to(device)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.store.image_shape
+
+    @property
+    def output_dim(self) -> int:
+        return self.cfg.ways

@@ -1,0 +1,48 @@
+"""Shared test setup: Ray stays on loopback, torch on one thread, the real Omniglot path."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO = Path(__file__).resolve().parent.parent
+OMNIGLOT_SOURCE = Path(os.environ.get("META_DIST_OMNIGLOT", REPO.parent / "shared" / "data" / "omniglot"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real single-node Ray on 127.0.0.1 for one test module (2 CPUs, no dashboard)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", namespace="meta-dist-test",
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path | None = None):
+    """Run the installed `meta-dist` console script as a user would; returns CompletedProcess."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("meta-dist", path=str(Path(sys.executable).parent)) or "meta-dist"
+    full_env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **(env or {})}
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=full_env,
+                          cwd=cwd or REPO)
