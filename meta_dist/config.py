@@ -285,14 +285,20 @@ def resolve_config_path(name_or_path: str) -> Path:
             raise UserError(f"config file '{name_or_path}' does not exist; pass a path to a YAML file "
                             f"or one of the names: {', '.join(available_configs())}")
         return p
-    named = CONFIG_DIR / f"{name_or_path}.yaml"
+    named = next((d / f"{name_or_path}.yaml" for d in config_dirs() if (d / f"{name_or_path}.yaml").is_file()),
+                 CONFIG_DIR / f"{name_or_path}.yaml")
     if not named.is_file():
         raise UserError(f"no config named '{name_or_path}'; available: {', '.join(available_configs())}")
     return named
 
 
+def config_dirs() -> list[Path]:
+    """Where NAMEs resolve: ./jobs/configs (a job's working directory), then this checkout's."""
+    return [Path.cwd() / "jobs" / "configs", CONFIG_DIR]
+
+
 def available_configs() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in config_dirs() for p in d.glob("*.yaml")})
 
 
 def load_yaml(path: Path) -> dict:
@@ -322,8 +328,8 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise UserError(f"--set {key}: '{part}' is not a config section; sections: "
-                                f"{', '.join(k for k, v in to_dict(Config()).items() if isinstance(v, dict))}")
+                sections = ", ".join(k for k, v in to_dict(Config()).items() if isinstance(v, dict))
+                raise UserError(f"unknown config key '{key}': '{part}' is not a config section; sections: {sections}")
             node = node[part]
         try:
             value = yaml.safe_load(raw)

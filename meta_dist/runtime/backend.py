@@ -80,6 +80,8 @@ class RayBackend:
             self.server = ray.remote(ParameterServer).options(num_cpus=0, max_restarts=0).remote(config, init_params)
         self.workers = [self._start_worker(i) for i in range(self.num_workers)]
         self.weights = [1.0] * self.num_workers
+        self.alive = [True] * self.num_workers
+        self._revival: dict[Any, int] = {}  # ping ref -> index of a lost worker being restarted
         self._wait_placed()
         self._handle = self._broadcast(self.server.params()) if self.local_server else self.server.params.remote()
         self.lost_workers = 0
@@ -147,15 +149,43 @@ class RayBackend:
             self.ray.shutdown()
 
     # -- dispatch with re-dispatch and backup tasks ------------------------------------------
-    def _partition(self, chunks: list[Chunk]) -> list[list[Chunk]]:
-        """Contiguous groups of chunks, sized by each worker's measured throughput."""
-        total = sum(self.weights)
+    def _partition(self, chunks: list[Chunk]) -> list[tuple[int, list[Chunk]]]:
+        """Contiguous groups of chunks for the live workers, sized by measured throughput."""
+        self._check_revivals()
+        live = [i for i, ok in enumerate(self.alive) if ok] or list(range(len(self.workers)))
+        total = sum(self.weights[i] for i in live)
         groups, start = [], 0
-        for i, w in enumerate(self.weights):
-            end = len(chunks) if i == len(self.weights) - 1 else start + round(len(chunks) * w / total)
-            groups.append(chunks[start:end])
+        for n, i in enumerate(live):
+            end = len(chunks) if n == len(live) - 1 else start + round(len(chunks) * self.weights[i] / total)
+            groups.append((i, chunks[start:end]))
             start = end
         return groups
+
+    def _mark_lost(self, index: int) -> None:
+        """Stop handing chunks to a lost worker until its restarted actor answers a ping."""
+        if self.alive[index]:
+            self.alive[index] = False
+            self._revival[self.workers[index].ping.remote()] = index
+
+    def _check_revivals(self) -> None:
+        if not self._revival:
+            return
+        ready, _ = self.ray.wait(list(self._revival), num_returns=len(self._revival), timeout=0)
+        for ref in ready:
+            index = self._revival.pop(ref)
+            try:
+                self.ray.get(ref)
+                self.alive[index] = True
+                log.warning("worker %d is back", index)
+            except self.ray.exceptions.RayError:
+                self._revival[self.workers[index].ping.remote()] = index
+
+    def _next_live(self, after: int) -> int:
+        n = len(self.workers)
+        for k in range(1, n + 1):
+            if self.alive[(after + k) % n]:
+                return (after + k) % n
+        return (after + 1) % n
 
     def run_chunks(self, handle: Any, chunks: list[Chunk]) -> list[ChunkResult]:
         ray = self.ray
@@ -164,10 +194,9 @@ class RayBackend:
         pending: dict[Any, tuple[int, list[Chunk], float]] = {}
         backed_up: set[int] = set()
         first_failure: float | None = None
-        for i, group in enumerate(self._partition(chunks)):
+        for i, group in self._partition(chunks):
             if group:
                 pending[self.workers[i].run_chunks.remote(handle, group)] = (i, group, time.monotonic())
-        next_worker = 0
         while len(results) < len(chunks):
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(1.0, timeout_s))
             for ref in ready:
@@ -181,9 +210,10 @@ class RayBackend:
                         ray.exceptions.ObjectLostError) as e:
                     self.lost_workers += 1
                     first_failure = first_failure or time.monotonic()
-                    log.warning("worker %d lost during step %d (%s); re-dispatching %d chunk(s)",
-                                index, group[0].step, type(e).__name__, len(group))
-                    next_worker = (index + 1) % len(self.workers)
+                    self._mark_lost(index)
+                    next_worker = self._next_live(index)
+                    log.warning("worker %d lost during step %d (%s); re-dispatching %d chunk(s) to worker %d",
+                                index, group[0].step, type(e).__name__, len(group), next_worker)
                     missing = [c for c in group if c.chunk_id not in results]
                     if missing:
                         pending[self.workers[next_worker].run_chunks.remote(handle, missing)] = (
@@ -195,7 +225,7 @@ class RayBackend:
             for ref, (index, group, started) in list(pending.items()):
                 slow = [c for c in group if c.chunk_id not in results and c.chunk_id not in backed_up]
                 if slow and now - started > timeout_s and len(self.workers) > 1:
-                    backup = (index + 1) % len(self.workers)
+                    backup = self._next_live(index)
                     log.warning("chunk(s) %s of step %d exceeded %g s on worker %d; backup on worker %d",
                                 [c.chunk_id for c in slow], group[0].step, timeout_s, index, backup)
                     backed_up.update(c.chunk_id for c in slow)

@@ -27,6 +27,7 @@ from meta_dist.errors import NonFiniteError, UserError
 from meta_dist.evaluate import evaluate, format_result
 from meta_dist.metrics import MetricsLog, plot_curve
 from meta_dist.references import reference_for
+from meta_dist.runtime.faults import FaultPlan
 from meta_dist.runtime.wire import Chunk, ChunkResult
 from meta_dist.tasks.spec import derive_seed
 
@@ -55,8 +56,12 @@ def aggregate(results: list[ChunkResult]) -> tuple[np.ndarray | None, int, dict[
 
 
 class Trainer:
-    def __init__(self, config: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool = False):
+    def __init__(self, config: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
+                 on_step=None):
+        """`on_step(step, row)` is called after each committed step (monitoring, tests)."""
         self.run_dir = Path(run_dir)
+        self.on_step = on_step
+        self.fault_plan = FaultPlan.from_env()
         self.data_dir = data_dir or config.task.data_dir or None
         self.resume = resume
         self.stop_signal: int | None = None
@@ -157,6 +162,10 @@ class Trainer:
                     row["accuracy"] = sums["accuracy"] / max(num_tasks, 1)
                 metrics.append(row)
                 progress.update(step, row)
+                if self.on_step is not None:
+                    self.on_step(step, row)
+                if self.fault_plan is not None:
+                    self.fault_plan.after_step(step)
                 out_of_time = cfg.time_budget_s and time.monotonic() - t_start >= cfg.time_budget_s
                 if step % cfg.checkpoint.every == 0 and step != cfg.steps and not out_of_time:
                     self._checkpoint(step, backend.state(), metrics)

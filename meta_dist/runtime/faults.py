@@ -3,7 +3,8 @@
 A plan is JSON in the environment variable META_DIST_FAULTS, e.g.
   {"once_dir": "/tmp/x", "faults": [{"kind": "kill", "worker": 1, "step": 3},
                                     {"kind": "hang", "step": 5, "chunk": 0, "seconds": 30},
-                                    {"kind": "nan", "step": 4, "chunk": 1}]}
+                                    {"kind": "nan", "step": 4, "chunk": 1},
+                                    {"kind": "kill_driver", "step": 7}]}
 The driver forwards it to worker actors through their runtime environment. Each fault fires at
 most once per run (a marker file in `once_dir`), so a restarted worker or a re-dispatched chunk
 does not fail again. Without the variable nothing is installed and workers pay nothing.
@@ -51,6 +52,12 @@ class FaultPlan:
                 if fault["kind"] == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
                 time.sleep(float(fault.get("seconds", 30)))
+
+    def after_step(self, step: int) -> None:
+        """Driver side: {"kind": "kill_driver", "step": N} SIGKILLs the driver after committing step N."""
+        for i, fault in enumerate(self.faults):
+            if fault["kind"] == "kill_driver" and fault["step"] == step and self._fire_once(i):
+                os.kill(os.getpid(), signal.SIGKILL)
 
     def corrupt_update(self, worker_id: int, chunk, update: torch.Tensor) -> torch.Tensor:
         for fault in self.faults:  # deterministic: a NaN chunk is NaN wherever and whenever it runs

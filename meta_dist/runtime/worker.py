@@ -43,8 +43,16 @@ class ChunkWorker:
         self.fault_plan = FaultPlan.from_env()  # scheduled fault injection (tests, drills); usually None
 
     def ping(self) -> dict:
-        return {"worker_id": self.worker_id, "pid": os.getpid(), "device": str(self.device),
-                "threads": torch.get_num_threads()}
+        info = {"worker_id": self.worker_id, "pid": os.getpid(), "device": str(self.device),
+                "threads": torch.get_num_threads(), "node_id": ""}
+        try:
+            import ray  # only to report placement; the worker's logic never depends on it
+
+            if ray.is_initialized():
+                info["node_id"] = ray.get_runtime_context().get_node_id()
+        except ImportError:
+            pass
+        return info
 
     def run_chunk(self, params: tuple[int, np.ndarray | torch.Tensor], chunk: Chunk) -> ChunkResult:
         version, flat = params
