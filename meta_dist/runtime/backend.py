@@ -56,6 +56,21 @@ class LocalBackend:
     def shutdown(self) -> None:
         pass
 
+    # -- asynchronous-mode primitives (one worker: a dispatched chunk completes immediately) ------
+    @property
+    def version(self) -> int:
+        return self.server.version
+
+    def live_workers(self) -> list[int]:
+        return [0]
+
+    def dispatch(self, index: int, handle: Any, chunks: list[Chunk]) -> None:
+        self._done = (index, chunks, self.worker.run_chunks(handle, chunks))
+
+    def next_done(self, timeout_s: float) -> tuple[int, list[Chunk], list[ChunkResult] | None] | None:
+        done, self._done = getattr(self, "_done", None), None
+        return done
+
 
 class RayBackend:
     """Worker actors plus a parameter-server actor; fault handling lives in `run_chunks`."""
@@ -84,6 +99,8 @@ class RayBackend:
         self._revival: dict[Any, int] = {}  # ping ref -> index of a lost worker being restarted
         self._wait_placed()
         self._handle = self._broadcast(self.server.params()) if self.local_server else self.server.params.remote()
+        self._version = 0
+        self._inflight: dict[Any, tuple[int, list[Chunk], float]] = {}
         self.lost_workers = 0
         self.backup_tasks = 0
 
@@ -124,7 +141,12 @@ class RayBackend:
             return params
         return self.ray.put(params)
 
+    @property
+    def version(self) -> int:
+        return self._version
+
     def apply(self, mean_update: np.ndarray, step: int) -> Any:
+        self._version += 1
         if self.local_server:
             self._handle = self._broadcast(self.server.apply(mean_update, step))
         else:
@@ -135,6 +157,7 @@ class RayBackend:
         return self.server.state_dict() if self.local_server else self.ray.get(self.server.state_dict.remote())
 
     def load_state(self, state: dict) -> None:
+        self._version = int(state["version"])
         if self.local_server:
             self.server.load_state_dict(state)
             self._handle = self._broadcast(self.server.params())
@@ -234,6 +257,41 @@ class RayBackend:
         for ref in pending:  # stragglers whose chunks were already answered by a backup
             ray.cancel(ref, force=False)
         return [results[c.chunk_id] for c in chunks]
+
+    # -- asynchronous-mode primitives: one outstanding call per worker, results as they come ------
+    def live_workers(self) -> list[int]:
+        self._check_revivals()
+        busy = {index for index, _, _ in self._inflight.values()}
+        return [i for i, ok in enumerate(self.alive) if ok and i not in busy]
+
+    def dispatch(self, index: int, handle: Any, chunks: list[Chunk]) -> None:
+        self._inflight[self.workers[index].run_chunks.remote(handle, chunks)] = (index, chunks, time.monotonic())
+
+    def next_done(self, timeout_s: float) -> tuple[int, list[Chunk], list[ChunkResult] | None] | None:
+        """The next finished call: (worker, chunks, results), results None if the worker was lost
+        or the call outlived chunk_timeout_s (its chunks are then the caller's to re-queue)."""
+        if not self._inflight:
+            return None
+        ready, _ = self.ray.wait(list(self._inflight), num_returns=1, timeout=timeout_s)
+        if not ready:
+            now = time.monotonic()
+            for ref, (index, chunks, started) in list(self._inflight.items()):
+                if now - started > self.config.runtime.chunk_timeout_s:
+                    del self._inflight[ref]  # its late result, if any, is dropped with the ref
+                    log.warning("chunk(s) %s on worker %d exceeded %g s; re-queued", [c.key for c in chunks],
+                                index, self.config.runtime.chunk_timeout_s)
+                    self._mark_lost(index)
+                    return index, chunks, None
+            return None
+        index, chunks, started = self._inflight.pop(ready[0])
+        try:
+            return index, chunks, self.ray.get(ready[0])
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError,
+                self.ray.exceptions.ObjectLostError) as e:
+            self.lost_workers += 1
+            self._mark_lost(index)
+            log.warning("worker %d lost (%s); re-queueing %d chunk(s)", index, type(e).__name__, len(chunks))
+            return index, chunks, None
 
     def _observe(self, index: int, group: list[Chunk], elapsed_s: float) -> None:
         """Track tasks/s per worker so that, on mixed CPU/GPU jobs, faster workers get more chunks.

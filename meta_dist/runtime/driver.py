@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def make_chunks(config: Config, step: int, specs: list) -> list[Chunk]:
 def aggregate(results: list[ChunkResult]) -> tuple[np.ndarray | None, int, dict[str, float], int]:
     """Sum of the finite chunk updates in chunk order, their task count, summed metrics, bad chunks."""
     total, num_tasks, metrics, bad = None, 0, {}, 0
-    for r in sorted(results, key=lambda r: r.chunk_id):
+    for r in sorted(results, key=lambda r: r.key):
         if not r.ok:
             bad += 1
             continue
@@ -100,7 +101,7 @@ class Trainer:
                 raise UserError(f"checkpoint {ckpt.path} belongs to run {ckpt.run_id}, not {self.run_id}; "
                                 f"use the run directory it came from")
         metrics = MetricsLog(self.run_dir)
-        backend = self._make_backend(init)
+        backend = self.backend = self._make_backend(init)
         try:
             if ckpt is not None:
                 backend.load_state({"params": ckpt.params, "optimizer": ckpt.optimizer, "version": ckpt.version})
@@ -130,36 +131,14 @@ class Trainer:
         return RayBackend(self.config, init, self.data_dir)
 
     def _loop(self, backend, family, metrics: MetricsLog, start_step: int) -> int:
+        """Commit steps (sync or async), record each, checkpoint on schedule, stop on time or signal."""
         cfg = self.config
-        handle = backend.params_handle()
         t_start = time.monotonic()
-        bad_steps, step = 0, start_step
+        step = start_step
         progress = Progress(cfg.steps, start_step)
+        commits = self._sync_steps if cfg.runtime.mode == "sync" else self._async_steps
         with _signals_to_flag(self):
-            for step in range(start_step + 1, cfg.steps + 1):
-                t0 = time.perf_counter()
-                specs = family.specs(cfg.seed, "train", step, cfg.algorithm.meta_batch_size)
-                results = backend.run_chunks(handle, make_chunks(cfg, step, specs))
-                t1 = time.perf_counter()
-                total, num_tasks, sums, bad_chunks = aggregate(results)
-                if bad_chunks:
-                    log.warning("step %d: %d chunk(s) with non-finite updates skipped", step, bad_chunks)
-                if total is None:
-                    bad_steps += 1
-                    if bad_steps >= cfg.runtime.max_bad_steps:
-                        raise NonFiniteError(f"{bad_steps} consecutive meta-steps produced only non-finite "
-                                             f"updates (last: step {step}); lower the learning rates")
-                else:
-                    bad_steps = 0
-                    handle = backend.apply(total / num_tasks, step)
-                t2 = time.perf_counter()
-                row = {"step": step, "num_tasks": num_tasks, "step_time_s": t2 - t0,
-                       "meta_loss": sums.get("meta_loss", float("nan")) / max(num_tasks, 1),
-                       "wall_time": time.time(), "bad_chunks": bad_chunks,
-                       "compute_s": max((r.compute_s for r in results), default=0.0),
-                       "dispatch_s": t1 - t0, "aggregate_s": t2 - t1}
-                if "accuracy" in sums:
-                    row["accuracy"] = sums["accuracy"] / max(num_tasks, 1)
+            for step, row in commits(backend, family, start_step):
                 metrics.append(row)
                 progress.update(step, row)
                 if self.on_step is not None:
@@ -173,6 +152,80 @@ class Trainer:
                     break
         progress.close()
         return step
+
+    def _commit(self, backend, results: list[ChunkResult], step: int, t0: float) -> dict:
+        """Sum, check and apply one step's chunk results; returns the step's metrics row."""
+        t1 = time.perf_counter()
+        total, num_tasks, sums, bad_chunks = aggregate(results)
+        if bad_chunks:
+            log.warning("step %d: %d chunk(s) with non-finite updates skipped", step, bad_chunks)
+        if total is None:
+            self.bad_steps += 1
+            if self.bad_steps >= self.config.runtime.max_bad_steps:
+                raise NonFiniteError(f"{self.bad_steps} consecutive meta-steps produced only non-finite "
+                                     f"updates (last: step {step}); lower the learning rates")
+        else:
+            self.bad_steps = 0
+            backend.apply(total / num_tasks, step)
+        t2 = time.perf_counter()
+        row = {"step": step, "num_tasks": num_tasks, "step_time_s": t2 - t0,
+               "meta_loss": sums.get("meta_loss", float("nan")) / max(num_tasks, 1),
+               "wall_time": time.time(), "bad_chunks": bad_chunks,
+               "compute_s": max((r.compute_s for r in results), default=0.0),
+               "dispatch_s": t1 - t0, "aggregate_s": t2 - t1}
+        if "accuracy" in sums:
+            row["accuracy"] = sums["accuracy"] / max(num_tasks, 1)
+        return row
+
+    def _sync_steps(self, backend, family, start_step: int):
+        """Synchronous: every chunk of step s runs on the parameters of version s-1."""
+        cfg = self.config
+        self.bad_steps = 0
+        for step in range(start_step + 1, cfg.steps + 1):
+            t0 = time.perf_counter()
+            specs = family.specs(cfg.seed, "train", step, cfg.algorithm.meta_batch_size)
+            results = backend.run_chunks(backend.params_handle(), make_chunks(cfg, step, specs))
+            yield step, self._commit(backend, results, step, t0)
+
+    def _async_steps(self, backend, family, start_step: int):
+        """Stale Synchronous Parallel: workers never wait for each other. Each idle worker gets the
+        next chunk with the newest parameters; a result computed on a version more than `staleness`
+        behind is rejected and its chunk re-queued; a step commits once `meta_batch_size` tasks of
+        fresh-enough results are in. Throughput over bitwise reproducibility (see README)."""
+        cfg = self.config
+        self.bad_steps = 0
+        queue: deque[Chunk] = deque()
+        spec_step, step = start_step, start_step
+        accepted: list[ChunkResult] = []
+        stale = 0
+        t0 = time.perf_counter()
+        while step < cfg.steps:
+            for index in backend.live_workers():
+                if not queue:
+                    spec_step += 1
+                    specs = family.specs(cfg.seed, "train", spec_step, cfg.algorithm.meta_batch_size)
+                    queue.extend(make_chunks(cfg, spec_step, specs))
+                backend.dispatch(index, backend.params_handle(), [queue.popleft()])
+            done = backend.next_done(timeout_s=1.0)
+            if done is None:
+                continue
+            _, chunks, results = done
+            if results is None:
+                queue.extendleft(reversed(chunks))
+                continue
+            for chunk, result in zip(chunks, results):
+                if backend.version - result.version > cfg.runtime.staleness:
+                    stale += 1
+                    queue.append(chunk)
+                else:
+                    accepted.append(result)
+            if sum(r.num_tasks for r in accepted) >= cfg.algorithm.meta_batch_size:
+                step += 1
+                row = self._commit(backend, accepted, step, t0)
+                row["stale_rejected"] = stale
+                row["staleness_mean"] = sum(backend.version - 1 - r.version for r in accepted) / len(accepted)
+                accepted, stale, t0 = [], 0, time.perf_counter()
+                yield step, row
 
     def _checkpoint(self, step: int, state: dict, metrics: MetricsLog) -> None:
         if step == 0:

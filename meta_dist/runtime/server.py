@@ -44,7 +44,7 @@ class ParameterServer:
     def apply(self, mean_update: np.ndarray | torch.Tensor, step: int, base_version: int | None = None
               ) -> tuple[int, np.ndarray]:
         """One outer-optimizer step with `mean_update` as the gradient; returns the new params."""
-        update = torch.as_tensor(np.asarray(mean_update), dtype=torch.float32)
+        update = torch.from_numpy(np.array(mean_update, dtype=np.float32))  # a private, writable copy
         if update.shape != self.flat.shape:
             raise ValueError(f"update has {update.numel()} values, parameters have {self.flat.numel()}")
         if not torch.isfinite(update).all():
