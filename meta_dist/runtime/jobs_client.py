@@ -228,10 +228,12 @@ def package_dependencies(working_dir: Path) -> list[str]:
 
 
 def build_runtime_env(working_dir: Path, install_deps: bool = False) -> dict[str, Any]:
+    # No RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER here: a job inherits its head's environment (a head
+    # from cluster/local.sh already has it), and forcing it on a cloud head would make the job's
+    # driver look for a raylet on 127.0.0.1 instead of the node's address.
     env: dict[str, Any] = {
         "working_dir": str(working_dir),
         "excludes": list(WORKING_DIR_EXCLUDES),
-        "env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
     }
     if install_deps:
         env["pip"] = package_dependencies(working_dir)
