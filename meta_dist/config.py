@@ -136,6 +136,10 @@ class EvalConfig:
     """Adaptation step size at test; 0 = the training inner_lr."""
     num_query: int = 100
     """Regression: query points per test task (images use task.num_query)."""
+    ways: int = 0
+    """N-way of the test episodes (0 = task.ways); e.g. ProtoNets train 20-way and test 5-way."""
+    shots: int = 0
+    """K-shot of the test episodes (0 = task.shots)."""
     transductive_bn: bool = False
     """Batch norm uses support+query statistics (transductive) instead of support-only statistics."""
     split: str = "test"
@@ -214,7 +218,7 @@ POSITIVE = ("steps", "log_every", "task.ways", "task.shots", "task.num_query", "
 NON_NEGATIVE = ("seed", "time_budget_s", "runtime.num_workers", "runtime.num_gpus_per_worker",
                 "runtime.num_gpu_workers", "runtime.staleness", "algorithm.inner_lr", "algorithm.meta_lr",
                 "algorithm.inner_batch_size", "algorithm.meta_lr_decay_every", "eval.inner_steps",
-                "eval.max_inner_steps", "eval.inner_lr", "runtime.chunk_timeout_s",
+                "eval.max_inner_steps", "eval.ways", "eval.shots", "eval.inner_lr", "runtime.chunk_timeout_s",
                 "runtime.placement_timeout_s", "rl.entropy_coef", "rl.value_coef")
 
 

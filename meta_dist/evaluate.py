@@ -32,10 +32,13 @@ def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data
              num_tasks: int | None = None, ways: int | None = None, shots: int | None = None,
              split: str | None = None) -> dict:
     e = config.eval
+    # Small-op evaluation gains nothing from intra-op threads and loses much to oversubscription.
+    torch.set_num_threads(config.runtime.threads_per_worker)
     family = tasks.build(config, data_dir)
     algorithm = algorithms.build(config, family)
     n = num_tasks or e.num_tasks
     split = split or e.split
+    ways, shots = ways or e.ways or None, shots or e.shots or None
     shape: dict = {"ways": ways, "shots": shots}
     if family.metric == "mse":
         shape["num_query"] = e.num_query

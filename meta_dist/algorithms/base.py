@@ -8,6 +8,7 @@ a chunk twice gives the same answer, which is what makes re-dispatch after a fai
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -98,3 +99,36 @@ class MetaAlgorithm(ABC):
             if self.family.metric == "mse":
                 return ((out - y) ** 2).flatten(1).mean(1)
             return (out.argmax(-1) == y).float().mean(1)
+
+    def query_metrics(self, fast: dict[str, torch.Tensor], batch, transductive_bn: bool) -> torch.Tensor:
+        """Per-task query metric of adapted (stacked) parameters, for evaluation.
+
+        Networks with batch norm (Conv-4) normalize the query with the support set's statistics by
+        default, so no query sees another (non-transductive); `transductive_bn` normalizes with the
+        query batch's own statistics, the protocol behind the MAML and Reptile papers' figures.
+        """
+        if transductive_bn or "stats_rows" not in inspect.signature(self.model.forward).parameters:
+            return self.task_metrics(fast, batch.query_x, batch.query_y)
+        ns = batch.support_x.shape[1]
+        x = torch.cat([batch.support_x, batch.query_x], dim=1)
+        with torch.no_grad():
+            out = forward_with_stats(self, fast, x, ns, per_task_params=True)[:, ns:]
+        if self.family.metric == "mse":
+            return ((out - batch.query_y) ** 2).flatten(1).mean(1)
+        return (out.argmax(-1) == batch.query_y).float().mean(1)
+
+
+def forward_with_stats(algorithm: MetaAlgorithm, params: Params, x: torch.Tensor, stats_rows: int | None,
+                       per_task_params: bool) -> torch.Tensor:
+    """The model over a chunk `x` [T, N, ...], batch norm using each task's first `stats_rows` rows
+    (None: all rows). `params` are stacked per task when `per_task_params`, else shared."""
+    p = algorithm.model_params(params)
+    kwargs = {} if stats_rows is None else {"stats_rows": stats_rows}
+    if algorithm.cfg.vmap:
+        fn = lambda q, xx: functional_call(algorithm.model, q, (xx,), kwargs)  # noqa: E731
+        return vmap(fn, in_dims=(0 if per_task_params else None, 0))(p, x)
+    rows = []
+    for t in range(x.shape[0]):
+        pt = {k: v[t] for k, v in p.items()} if per_task_params else p
+        rows.append(functional_call(algorithm.model, pt, (x[t],), kwargs))
+    return torch.stack(rows)

@@ -77,8 +77,8 @@ class MAML(MetaAlgorithm):
         lr = inner_lr or self.cfg.inner_lr
         base = {k: v.detach() for k, v in params.items()}
         fast = self.stack(base, b.num_tasks)
-        curve = [self.task_metrics(fast, b.query_x, b.query_y)]
+        curve = [self.query_metrics(fast, b, transductive_bn)]
         for _ in range(max_steps):
             fast = self.adapt(base, fast, b.support_x, b.support_y, 1, lr, create_graph=False)
-            curve.append(self.task_metrics(fast, b.query_x, b.query_y))
+            curve.append(self.query_metrics(fast, b, transductive_bn))
         return torch.stack(curve, dim=1)

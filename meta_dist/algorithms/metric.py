@@ -24,26 +24,10 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from meta_dist import models
-from meta_dist.algorithms.base import ChunkOutput, MetaAlgorithm
+from meta_dist.algorithms.base import ChunkOutput, MetaAlgorithm, forward_with_stats
 from meta_dist.tasks.spec import TaskBatch, TaskSpec
 
 Params = dict[str, torch.Tensor]
-
-
-def forward_with_stats(algorithm: MetaAlgorithm, params: Params, x: torch.Tensor, stats_rows: int | None,
-                       per_task_params: bool) -> torch.Tensor:
-    """The model over a chunk `x` [T, N, ...], batch norm using each task's first `stats_rows` rows
-    (None: all rows). `params` are stacked per task when `per_task_params`, else shared."""
-    p = algorithm.model_params(params)
-    kwargs = {} if stats_rows is None else {"stats_rows": stats_rows}
-    if algorithm.cfg.vmap:
-        fn = lambda q, xx: functional_call(algorithm.model, q, (xx,), kwargs)  # noqa: E731
-        return vmap(fn, in_dims=(0 if per_task_params else None, 0))(p, x)
-    rows = []
-    for t in range(x.shape[0]):
-        pt = {k: v[t] for k, v in p.items()} if per_task_params else p
-        rows.append(functional_call(algorithm.model, pt, (x[t],), kwargs))
-    return torch.stack(rows)
 
 
 def similarity(distance: str, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

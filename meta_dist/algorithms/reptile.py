@@ -58,8 +58,8 @@ class Reptile(MetaAlgorithm):
         b = self.family.materialize(specs, self.device)
         lr = inner_lr or self.cfg.inner_lr
         base = self.stack({k: v.detach() for k, v in params.items()}, b.num_tasks)
-        curve = [self.task_metrics(base, b.query_x, b.query_y)]
+        curve = [self.query_metrics(base, b, transductive_bn)]
         for s in range(1, max_steps + 1):  # the Adam state restarts, so each length is its own run
-            curve.append(self.task_metrics(self.inner_loop(base, b.support_x, b.support_y, s, lr),
-                                           b.query_x, b.query_y))
+            curve.append(self.query_metrics(self.inner_loop(base, b.support_x, b.support_y, s, lr), b,
+                                            transductive_bn))
         return torch.stack(curve, dim=1)

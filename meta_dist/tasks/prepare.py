@@ -41,18 +41,22 @@ CIFARFS_TEST = ("whale", "poppy", "rose", "sweet_pepper", "telephone", "bed", "t
 
 
 class Progress:
-    """`label: n/total images (p%)` on stderr, redrawn in place about every percent."""
+    """`label: n/total images (p%)` on stderr: redrawn in place every percent on a terminal, a line
+    every 10% otherwise (logs stay short)."""
 
     def __init__(self, label: str):
         self.label, self.last, self.start = label, -1, time.monotonic()
+        self.step = 1 if sys.stderr.isatty() else 10
 
     def __call__(self, done: int, total: int) -> None:
         pct = 100 * done // max(total, 1)
-        if pct != self.last or done == total:
-            self.last = pct
-            end = "\n" if done == total else ""
-            print(f"\r{self.label}: {done}/{total} images ({pct}%, {time.monotonic() - self.start:.0f} s)",
-                  end=end, file=sys.stderr, flush=True)
+        if pct // self.step != self.last or done == total:
+            self.last = pct // self.step
+            line = f"{self.label}: {done}/{total} images ({pct}%, {time.monotonic() - self.start:.0f} s)"
+            if self.step == 1:
+                print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
 
 class _ArrayUnpickler(pickle.Unpickler):

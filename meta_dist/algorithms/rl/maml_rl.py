@@ -59,7 +59,7 @@ class MAMLRL(MetaAlgorithm):
         return {k: fast[k] - lr * g for k, g in zip(names, grads)}
 
     def chunk_update(self, params: Params, specs: Sequence[TaskSpec]) -> ChunkOutput:
-        base = {k: v.detach().requires_grad_() for k, v in params.items()}
+        base = {k: v.detach().cpu().requires_grad_() for k, v in params.items()}  # rollouts run on CPU
         fast = self.stack(base, len(specs))
         returns_pre = None
         for i in range(self.cfg.inner_steps):
@@ -82,7 +82,7 @@ class MAMLRL(MetaAlgorithm):
                    transductive_bn: bool = False) -> torch.Tensor:
         """Average return per task after 0..max_steps policy-gradient steps: [T, max_steps + 1]."""
         lr = inner_lr or self.cfg.inner_lr
-        fast = self.stack({k: v.detach() for k, v in params.items()}, len(specs))
+        fast = self.stack({k: v.detach().cpu() for k, v in params.items()}, len(specs))
         curve = []
         for s in range(max_steps + 1):
             traj = self.rollout(fast, specs, ("eval", s))

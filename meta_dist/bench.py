@@ -1,0 +1,305 @@
+"""`meta-dist bench`: meta-training throughput at each worker count, against the plain loop.
+
+For each worker count the real synchronous runtime (`RayBackend`, one thread per worker) runs meta-steps
+for a fixed time after a short warm-up; in the same invocation the usual single-process loop
+(learn2learn-style: per task, adapt a copy of the parameters with autograd, backprop the query loss;
+then one Adam step; torch's default threads) runs on the same workload and the same tasks, and each
+row reports its ratio to it. Both sides derive the tasks of step s from (seed, s) and include spec
+derivation and materialization in their time. `tests/integration/test_bench.py` checks that the
+reference loop's meta-gradient equals the runtime's, so the comparison is apples to apples.
+
+Time split of a runtime step (means, seconds): `compute_s` is the slowest worker's summed chunk
+time (the critical path); `aggregation_s` the driver's sum, outer step and broadcast; `specs_s` the
+driver's task-spec derivation; `communication_s` the rest of the step (dispatch, (de)serialization,
+scheduling, result transfer), so those four add up to the step. `wait_s` is how long the average
+worker sat idle waiting for the slowest one (load imbalance); it is not on the critical path.
+Overhead per step is the step time minus the slowest worker's compute.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from meta_dist import algorithms, config as config_mod, tasks
+from meta_dist.config import Config
+from meta_dist.errors import UserError
+from meta_dist.tasks.spec import TaskBatch, TaskFamily, derive_seed
+
+WARMUP_STEPS = 2
+SUPERVISED_TASKS = ("sinusoid", "omniglot", "miniimagenet", "cifarfs")
+IMAGE_TASKS = ("omniglot", "miniimagenet", "cifarfs")
+
+
+# -- the reference: the usual single-process, per-task MAML loop ---------------------------------------
+class ReferenceLoop:
+    """Per-task second-order (or first-order) MAML with autograd, as in learn2learn's examples."""
+
+    def __init__(self, config: Config, family: TaskFamily, model: torch.nn.Module, init: dict[str, torch.Tensor]):
+        self.config, self.family, self.model = config, family, model
+        self.cfg = config.algorithm
+        self.first_order = self.cfg.first_order or self.cfg.name == "fomaml"
+        self.params = {k: v.detach().clone().requires_grad_() for k, v in init.items()}
+        self.optimizer = torch.optim.Adam(self.params.values(), lr=self.cfg.meta_lr)
+
+    def loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = functional_call(self.model, params, (x,))
+        return ((out - y) ** 2).mean() if self.family.metric == "mse" else F.cross_entropy(out, y)
+
+    def meta_gradient(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
+        """The query-loss gradient summed over the batch's tasks, accumulated task by task."""
+        for p in self.params.values():
+            p.grad = None
+        for t in range(batch.num_tasks):
+            fast = dict(self.params)
+            for _ in range(self.cfg.inner_steps):
+                support = self.loss(fast, batch.support_x[t], batch.support_y[t])
+                grads = torch.autograd.grad(support, list(fast.values()), create_graph=not self.first_order)
+                fast = {k: v - self.cfg.inner_lr * g for (k, v), g in zip(fast.items(), grads)}
+            self.loss(fast, batch.query_x[t], batch.query_y[t]).backward()
+        return {k: p.grad for k, p in self.params.items()}
+
+    def step(self, step: int) -> int:
+        """One meta-step on the tasks of `step`; returns the number of tasks."""
+        specs = self.family.specs(self.config.seed, "train", step, self.cfg.meta_batch_size)
+        grads = self.meta_gradient(self.family.materialize(specs))
+        for g in grads.values():
+            g.div_(len(specs))
+        self.optimizer.step()
+        return len(specs)
+
+
+def measure_reference(loop: ReferenceLoop, duration_s: float) -> float:
+    """Tasks/s of the reference loop over `duration_s` after a warm-up."""
+    for step in range(1, WARMUP_STEPS + 1):
+        loop.step(step)
+    num_tasks, step, start = 0, WARMUP_STEPS, time.perf_counter()
+    while time.perf_counter() - start < duration_s:
+        step += 1
+        num_tasks += loop.step(step)
+    return num_tasks / (time.perf_counter() - start)
+
+
+# -- the runtime -------------------------------------------------------------------------------------------
+@dataclass
+class StepTiming:
+    step_s: float
+    specs_s: float
+    compute_s: float
+    wait_s: float
+    aggregation_s: float
+    num_tasks: int
+
+
+def timed_step(backend, family: TaskFamily, cfg: Config, step: int, handle):
+    """One synchronous meta-step as the driver runs it, timed; returns (next handle, timing)."""
+    from meta_dist.runtime.driver import aggregate, make_chunks
+
+    t0 = time.perf_counter()
+    specs = family.specs(cfg.seed, "train", step, cfg.algorithm.meta_batch_size)
+    t_specs = time.perf_counter()
+    results = backend.run_chunks(handle, make_chunks(cfg, step, specs))
+    t1 = time.perf_counter()
+    total, num_tasks, _, _ = aggregate(results)
+    if total is not None:
+        handle = backend.apply(total / num_tasks, step)
+    t2 = time.perf_counter()
+    per_worker: dict[int, float] = {}
+    for r in results:
+        per_worker[r.worker_id] = per_worker.get(r.worker_id, 0.0) + r.compute_s
+    busy = [per_worker.get(i, 0.0) for i in range(backend.num_workers)]
+    slowest = max(busy)
+    return handle, StepTiming(t2 - t0, t_specs - t0, slowest, slowest - sum(busy) / len(busy), t2 - t1, num_tasks)
+
+
+def measure_runtime(config: Config, num_workers: int, init: dict, data_dir: str | None, family: TaskFamily,
+                    duration_s: float) -> dict:
+    from meta_dist.runtime.backend import RayBackend
+
+    cfg = config_mod.with_overrides(config, runtime={"num_workers": num_workers})
+    backend = RayBackend(cfg, init, data_dir)
+    try:
+        handle = backend.params_handle()
+        for step in range(1, WARMUP_STEPS + 1):
+            handle, _ = timed_step(backend, family, cfg, step, handle)
+        timings, step, start = [], WARMUP_STEPS, time.perf_counter()
+        while time.perf_counter() - start < duration_s:
+            step += 1
+            handle, timing = timed_step(backend, family, cfg, step, handle)
+            timings.append(timing)
+        elapsed = time.perf_counter() - start
+    finally:
+        backend.shutdown()
+    return summarize(num_workers, timings, elapsed)
+
+
+def summarize(num_workers: int, timings: list[StepTiming], elapsed_s: float) -> dict:
+    mean = {k: float(np.mean([getattr(t, k) for t in timings])) for k in
+            ("step_s", "specs_s", "compute_s", "wait_s", "aggregation_s")}
+    communication = mean["step_s"] - mean["compute_s"] - mean["aggregation_s"] - mean["specs_s"]
+    return {"workers": num_workers, "tasks_per_s": sum(t.num_tasks for t in timings) / elapsed_s,
+            "steps": len(timings), "step_ms": 1000 * mean["step_s"],
+            "overhead_ms_per_step": 1000 * (mean["step_s"] - mean["compute_s"]),
+            "time_split": {"compute_s": mean["compute_s"], "wait_s": mean["wait_s"],
+                           "communication_s": communication, "aggregation_s": mean["aggregation_s"],
+                           "specs_s": mean["specs_s"]}}
+
+
+# -- setup and validation ----------------------------------------------------------------------------------
+def parse_workers(text: str) -> list[int]:
+    counts = []
+    for item in text.split(","):
+        try:
+            n = int(item.strip())
+        except ValueError:
+            raise UserError(f"--workers takes comma-separated positive integers (e.g. 1,2), got '{text}'") from None
+        if n <= 0:
+            raise UserError(f"--workers counts must be positive, got {n} in '{text}'")
+        counts.append(n)
+    return sorted(set(counts))
+
+
+def bench_config(args: argparse.Namespace) -> Config:
+    defaults = ["runtime.backend=ray", "runtime.mode=sync", "runtime.threads_per_worker=1"]
+    address = [f"runtime.address={args.address}"] if args.address else []
+    config = config_mod.validate(config_mod.load(args.config, defaults + list(args.set) + address))
+    if config.runtime.backend != "ray" or config.runtime.mode != "sync":
+        raise UserError("bench measures the synchronous Ray runtime; drop the runtime.backend / runtime.mode overrides")
+    if config.algorithm.name not in ("maml", "fomaml") or config.task.name not in SUPERVISED_TASKS:
+        raise UserError(f"bench's reference loop is MAML/FOMAML on supervised tasks; config '{config.name}' "
+                        f"runs {config.algorithm.name} on {config.task.name}")
+    if args.duration_s <= 0:
+        raise UserError(f"--duration-s must be positive, got {args.duration_s:g}")
+    return config
+
+
+def check_capacity(config: Config, counts: list[int], cpus: float, where: str) -> None:
+    threads = config.runtime.threads_per_worker
+    for n in counts:
+        if n * threads > cpus:
+            raise UserError(f"--workers {n} needs {n * threads} CPUs ({threads} thread(s) each) but {where} "
+                            f"has {cpus:g}; give counts up to {int(cpus // threads)}")
+
+
+def check_local_capacity(config: Config, counts: list[int]) -> None:
+    """Before starting a local Ray (seconds), which gets at most this machine's CPUs. On a joined
+    cluster, `RayBackend` raises the same kind of UserError when it reaches a count that cannot fit."""
+    if not (config.runtime.address or os.environ.get("RAY_ADDRESS")):
+        check_capacity(config, counts, float(os.cpu_count() or 1), "this machine")
+
+
+@contextlib.contextmanager
+def workload_data(config: Config, data_dir: str | None):
+    """The task store for image workloads: --data, the config's, or a temporary synthetic one."""
+    data_dir = data_dir or config.task.data_dir or None
+    if config.task.name not in IMAGE_TASKS or data_dir:
+        yield data_dir, data_dir or "generated"
+        return
+    from meta_dist.tasks.synthetic import write_synthetic_store
+
+    per_class = max(20, config.task.shots + config.task.num_query)
+    with tempfile.TemporaryDirectory(prefix="meta-dist-bench-") as tmp:
+        path = write_synthetic_store(os.path.join(tmp, "store"), config.task.name, split_name=config.task.split,
+                                     num_classes=(max(32, config.task.ways), 8, 8), per_class=per_class)
+        yield str(path), "synthetic"
+
+
+def describe(config: Config, data_label: str) -> dict:
+    a, t, m = config.algorithm, config.task, config.model
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {"config": config.name, "algorithm": a.name, "first_order": a.first_order or a.name == "fomaml",
+            "task": t.name, "ways": t.ways, "shots": t.shots, "num_query": t.num_query,
+            "meta_batch_size": a.meta_batch_size, "inner_steps": a.inner_steps, "chunk_size": config.runtime.chunk_size,
+            "threads_per_worker": config.runtime.threads_per_worker, "model": m.name, "data": data_label,
+            "reference_threads": torch.get_num_threads(),
+            "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+                         "ray": importlib.metadata.version("ray"), "python": platform.python_version()}}
+
+
+_START = time.monotonic()
+
+
+def note(message: str) -> None:
+    print(f"[{time.monotonic() - _START:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+# -- entry point ------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict:
+    from meta_dist.runtime import placement
+
+    counts = parse_workers(args.workers)
+    config = bench_config(args)
+    check_local_capacity(config, counts)
+    # One Ray session for every worker count: each RayBackend reuses it and its shutdown leaves it up;
+    # Ray's own exit hook stops a Ray this process started.
+    placement.init_ray(config)
+    with workload_data(config, args.data) as (data_dir, data_label):
+        family = tasks.build(config, data_dir)
+        algorithm = algorithms.build(config, family)
+        init = algorithm.init_params(derive_seed("init", config.seed))
+        note(f"reference loop ({torch.get_num_threads()} torch threads), {args.duration_s:g} s")
+        reference = measure_reference(ReferenceLoop(config, family, algorithm.model, init), args.duration_s)
+        results = []
+        for n in counts:
+            note(f"{n} worker(s), {args.duration_s:g} s")
+            results.append(measure_runtime(config, n, init, data_dir, family, args.duration_s))
+        note("done")
+    workload = describe(config, data_label)
+    base = results[0]["tasks_per_s"] / results[0]["workers"]
+    for r in results:
+        r["speedup_vs_reference"] = r["tasks_per_s"] / reference
+        r["scaling_efficiency"] = r["tasks_per_s"] / (r["workers"] * base)
+    return {"workload": {**workload, "duration_s": args.duration_s, "scaling_base_workers": counts[0]},
+            "reference_tasks_per_s": reference, "results": results}
+
+
+def format_table(report: dict) -> str:
+    w = report["workload"]
+    hw = w["hardware"]
+    order = "first-order" if w["first_order"] else "second-order"
+    shape = (f"{w['ways']}-way {w['shots']}-shot, {w['num_query']} query per class" if w["task"] in IMAGE_TASKS
+             else f"K={w['shots']}, {w['num_query']} query points")
+    lines = [f"workload: {w['config']} ({w['algorithm']} {order}, {w['task']} {shape}, meta-batch "
+             f"{w['meta_batch_size']}, {w['inner_steps']} inner step(s), {w['model']}; data: {w['data']})",
+             f"hardware: {hw['cpu']}, {hw['cores']} cores; torch {hw['torch']}, "
+             f"ray {hw['ray']}",
+             f"reference (one process, per-task loop, {w['reference_threads']} torch threads): "
+             f"{report['reference_tasks_per_s']:.1f} tasks/s",
+             "",
+             f"{'workers':>7} {'tasks/s':>8} {'vs ref':>7} {'effic.':>7} {'step ms':>8} {'overhd ms':>9} "
+             f"| {'compute':>8} {'wait':>6} {'comm':>6} {'aggr':>6} {'specs':>6} (ms/step)"]
+    for r in report["results"]:
+        s = {k: 1000 * v for k, v in r["time_split"].items()}
+        lines.append(f"{r['workers']:>7} {r['tasks_per_s']:>8.1f} {r['speedup_vs_reference']:>6.2f}x "
+                     f"{r['scaling_efficiency']:>7.2f} {r['step_ms']:>8.1f} {r['overhead_ms_per_step']:>9.1f} "
+                     f"| {s['compute_s']:>8.1f} {s['wait_s']:>6.1f} {s['communication_s']:>6.1f} "
+                     f"{s['aggregation_s']:>6.1f} {s['specs_s']:>6.1f}")
+    for prev, r in zip(report["results"], report["results"][1:]):
+        if r["step_ms"] > prev["step_ms"]:
+            lines.append(f"note: a step with {r['workers']} workers took longer than with {prev['workers']}")
+    lines.append(f"efficiency: tasks/s per worker relative to {w['scaling_base_workers']} worker(s); "
+                 f"wait = mean idle of a worker behind the slowest")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    # Ray prints worker log lines to the driver's stdout; with --json, stdout carries only the report.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        report = run(args)
+    print(json.dumps(report) if args.json else format_table(report), flush=True)
+    return 0
