@@ -1,0 +1,74 @@
+"""Placement decisions, tested without a cluster: resources per worker, worker counts, and how
+chunks are shared between workers of different speeds (the GPU path, exercised on CPU)."""
+import pytest
+
+from meta_dist import config as C
+from meta_dist.errors import UserError
+from meta_dist.runtime import placement
+from meta_dist.runtime.backend import RayBackend
+from meta_dist.runtime.wire import Chunk
+
+
+def cfg(*overrides):
+    return C.validate(C.load(None, list(overrides)))
+
+
+def test_gpu_workers_come_first_and_take_fractions():
+    c = cfg("runtime.num_workers=5", "runtime.num_gpu_workers=4", "runtime.num_gpus_per_worker=0.25")
+    res = [placement.worker_resources(c, i) for i in range(5)]
+    assert [r["num_gpus"] for r in res] == [0.25, 0.25, 0.25, 0.25, 0]
+    assert placement.resolve_num_workers(c, {"CPU": 8, "GPU": 1}) == 5
+
+
+@pytest.mark.parametrize("overrides, cluster, expected", [
+    ([], {"CPU": 2}, 2),
+    (["runtime.threads_per_worker=2"], {"CPU": 8}, 4),
+    (["runtime.num_workers=3"], {"CPU": 3}, 3),
+])
+def test_worker_count_fills_the_cluster_by_default(overrides, cluster, expected):
+    assert placement.resolve_num_workers(cfg(*overrides), cluster) == expected
+
+
+@pytest.mark.parametrize("overrides, cluster, message", [
+    (["runtime.num_workers=64"], {"CPU": 2}, "need 64 CPUs but the Ray cluster has 2"),
+    (["runtime.num_workers=2", "runtime.num_gpu_workers=1", "runtime.num_gpus_per_worker=1"], {"CPU": 4},
+     "need 1 GPUs but the Ray cluster has 0"),
+])
+def test_requests_that_can_never_be_placed_are_user_errors(overrides, cluster, message):
+    with pytest.raises(UserError, match=message):
+        placement.resolve_num_workers(cfg(*overrides), cluster)
+
+
+def test_gpu_request_without_gpu_workers_is_rejected_by_validation():
+    with pytest.raises(UserError, match="num_gpus_per_worker"):
+        cfg("runtime.num_gpu_workers=1")
+
+
+def _backend_with(weights, alive=None):
+    backend = RayBackend.__new__(RayBackend)  # the dispatch policy only, no cluster
+    backend.config = cfg("runtime.num_gpu_workers=1", "runtime.num_gpus_per_worker=0.5")
+    backend.workers = [object()] * len(weights)
+    backend.weights = list(weights)
+    backend.alive = alive or [True] * len(weights)
+    backend._revival = {}
+    return backend
+
+
+def test_faster_workers_get_proportionally_more_chunks():
+    chunks = [Chunk(1, i, ()) for i in range(8)]
+    groups = _backend_with([30.0, 10.0])._partition(chunks)
+    assert [(i, [c.chunk_id for c in g]) for i, g in groups] == [(0, [0, 1, 2, 3, 4, 5]), (1, [6, 7])]
+
+
+def test_throughput_is_learned_from_observed_chunk_times():
+    backend = _backend_with([1.0, 1.0])
+    for _ in range(20):
+        backend._observe(0, [Chunk(1, 0, (None,) * 30)], 0.1)  # a GPU worker: 300 tasks/s
+        backend._observe(1, [Chunk(1, 1, (None,) * 30)], 1.0)  # a CPU worker: 30 tasks/s
+    assert backend.weights[0] / backend.weights[1] == pytest.approx(10, rel=0.05)
+
+
+def test_lost_workers_get_no_chunks_until_they_return():
+    chunks = [Chunk(1, i, ()) for i in range(4)]
+    groups = _backend_with([1.0, 1.0, 1.0], alive=[True, False, True])._partition(chunks)
+    assert [i for i, _ in groups] == [0, 2] and sum(len(g) for _, g in groups) == 4
