@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from meta_dist.errors import UserError
+from meta_dist.fileio import fsync_dir, sha256_file
 
 STATE, MANIFEST = "state.pt", "manifest.json"
 
@@ -35,25 +36,9 @@ class Checkpoint:
     path: Path
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _manifest_checksum(manifest: dict) -> str:
     body = {k: v for k, v in manifest.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -75,14 +60,14 @@ def save(run_dir: Path, step: int, server_state: dict, run_id: str, config: dict
         f.flush()
         os.fsync(f.fileno())
     manifest = {"format": 1, "step": step, "run_id": run_id, "config": config,
-                "files": {STATE: _sha256_file(tmp / STATE)},
+                "files": {STATE: sha256_file(tmp / STATE)},
                 "param_shapes": {k: list(v.shape) for k, v in sorted(server_state["params"].items())}}
     manifest["checksum"] = _manifest_checksum(manifest)
     with open(tmp / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace only once complete
         old = root / f".old-step_{step:08d}-{os.getpid()}"
         final.rename(old)
@@ -90,7 +75,7 @@ def save(run_dir: Path, step: int, server_state: dict, run_id: str, config: dict
         shutil.rmtree(old)
     else:
         tmp.rename(final)
-    _fsync_dir(root)
+    fsync_dir(root)
     for stale in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(stale, ignore_errors=True)
     return final
@@ -114,7 +99,7 @@ def verify(path: Path) -> dict:
     for name, digest in manifest["files"].items():
         if not (path / name).is_file():
             raise ValueError(f"{name} is missing")
-        if _sha256_file(path / name) != digest:
+        if sha256_file(path / name) != digest:
             raise ValueError(f"{name} checksum mismatch")
     return manifest
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from meta_dist.fileio import fsync_file
+
 FILE = "metrics.parquet"
 COLUMNS = ("step", "num_tasks", "step_time_s", "meta_loss", "wall_time")
 
@@ -39,8 +41,7 @@ class MetricsLog:
         table = pa.table({k: [r.get(k) for r in self.rows] for k in keys})
         tmp = self.path.with_suffix(".parquet.tmp")
         pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp)
         os.replace(tmp, self.path)
 
 

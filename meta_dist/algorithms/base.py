@@ -118,7 +118,7 @@ class MetaAlgorithm(ABC):
         return (out.argmax(-1) == batch.query_y).float().mean(1)
 
 
-def forward_with_stats(algorithm: MetaAlgorithm, params: Params, x: torch.Tensor, stats_rows: int | None,
+def forward_with_stats(algorithm: MetaAlgorithm, params: dict[str, torch.Tensor], x: torch.Tensor, stats_rows: int | None,
                        per_task_params: bool) -> torch.Tensor:
     """The model over a chunk `x` [T, N, ...], batch norm using each task's first `stats_rows` rows
     (None: all rows). `params` are stacked per task when `per_task_params`, else shared."""

@@ -21,7 +21,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
 
 from meta_dist import models
 from meta_dist.algorithms.base import ChunkOutput, MetaAlgorithm, forward_with_stats

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -26,6 +25,7 @@ from meta_dist import algorithms, checkpoint, config as config_mod, tasks
 from meta_dist.config import Config
 from meta_dist.errors import NonFiniteError, UserError
 from meta_dist.evaluate import evaluate, format_result
+from meta_dist.fileio import atomic_write_text
 from meta_dist.metrics import MetricsLog, plot_curve
 from meta_dist.references import reference_for
 from meta_dist.runtime.faults import FaultPlan
@@ -83,8 +83,8 @@ class Trainer:
                             f"or choose a new --run-dir")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex[:12]
-        _atomic_write(cfg_path, config_mod.dump(config))
-        _atomic_write(self.run_dir / "run.json", json.dumps({"run_id": self.run_id}))
+        atomic_write_text(cfg_path, config_mod.dump(config))
+        atomic_write_text(self.run_dir / "run.json", json.dumps({"run_id": self.run_id}))
         return config
 
     # -- main loop -------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ class Trainer:
                   f"`meta-dist train --resume --run-dir {self.run_dir}`", file=sys.stderr)
             raise KeyboardInterrupt
         result = evaluate(cfg, state["params"], step=final_step, data_dir=self.data_dir)
-        _atomic_write(self.run_dir / "eval.json", json.dumps(result, indent=1))
+        atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=1))
         print(format_result(result, reference_for(cfg)), file=sys.stderr)
         return result
 
@@ -288,15 +288,6 @@ def threading_is_main() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_run_config(run_dir: Path) -> Config:

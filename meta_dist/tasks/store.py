@@ -16,7 +16,6 @@ hashing a 1 GB mini-ImageNet store in every worker would cost more than the trai
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from meta_dist.errors import UserError
+from meta_dist.fileio import sha256_file
 
 FORMAT = "meta-dist-task-store"
 FORMAT_VERSION = 1
@@ -190,17 +190,9 @@ def verify_checksum(path: str | os.PathLike) -> None:
     """Full sha256 check of images.arrow against the manifest (slow; for `prepare` and audits)."""
     root = Path(path)
     manifest = _read_manifest(root)
-    if file_sha256(root / IMAGES) != manifest["images_sha256"]:
+    if sha256_file(root / IMAGES) != manifest["images_sha256"]:
         raise UserError(f"task store '{root}': {IMAGES} does not match its sha256 (corrupted); "
                         f"re-run `meta-dist data prepare`")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -234,7 +226,7 @@ def write_store(out_dir: str | os.PathLike, rows: Iterable[ImageRow], *, dataset
                     "num_images": int(sum(r[2] for r in runs)), "num_classes": classes.num_rows,
                     "num_base_classes": len(runs), "num_classes_per_split": counts,
                     "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-                    "images_bytes": (tmp / IMAGES).stat().st_size, "images_sha256": file_sha256(tmp / IMAGES),
+                    "images_bytes": (tmp / IMAGES).stat().st_size, "images_sha256": sha256_file(tmp / IMAGES),
                     **(extra or {})}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if out.exists():
