@@ -103,25 +103,17 @@ class StepTiming:
     num_tasks: int
 
 
-def timed_step(backend, family: TaskFamily, cfg: Config, step: int, handle):
-    """One synchronous meta-step as the driver runs it, timed; returns (next handle, timing)."""
-    from meta_dist.runtime.driver import aggregate, make_chunks
+def timed_step(backend, family: TaskFamily, cfg: Config, step: int) -> StepTiming:
+    """One synchronous meta-step exactly as the driver runs it, with its time split."""
+    from meta_dist.runtime.driver import sync_step
 
-    t0 = time.perf_counter()
-    specs = family.specs(cfg.seed, "train", step, cfg.algorithm.meta_batch_size)
-    t_specs = time.perf_counter()
-    results = backend.run_chunks(handle, make_chunks(cfg, step, specs))
-    t1 = time.perf_counter()
-    total, num_tasks, _, _ = aggregate(results)
-    if total is not None:
-        handle = backend.apply(total / num_tasks, step)
-    t2 = time.perf_counter()
+    o = sync_step(backend, family, cfg, step)
     per_worker: dict[int, float] = {}
-    for r in results:
+    for r in o.results:
         per_worker[r.worker_id] = per_worker.get(r.worker_id, 0.0) + r.compute_s
     busy = [per_worker.get(i, 0.0) for i in range(backend.num_workers)]
-    slowest = max(busy)
-    return handle, StepTiming(t2 - t0, t_specs - t0, slowest, slowest - sum(busy) / len(busy), t2 - t1, num_tasks)
+    return StepTiming(o.step_s, o.specs_s, o.compute_s, o.compute_s - sum(busy) / len(busy), o.aggregate_s,
+                      o.num_tasks)
 
 
 def measure_runtime(config: Config, num_workers: int, init: dict, data_dir: str | None, family: TaskFamily,
@@ -131,13 +123,12 @@ def measure_runtime(config: Config, num_workers: int, init: dict, data_dir: str 
     cfg = config_mod.with_overrides(config, runtime={"num_workers": num_workers})
     backend = RayBackend(cfg, init, data_dir)
     try:
-        handle = backend.params_handle()
         for step in range(1, WARMUP_STEPS + 1):
-            handle, _ = timed_step(backend, family, cfg, step, handle)
+            timed_step(backend, family, cfg, step)
         timings, step, start = [], WARMUP_STEPS, time.perf_counter()
         while time.perf_counter() - start < duration_s:
             step += 1
-            handle, timing = timed_step(backend, family, cfg, step, handle)
+            timing = timed_step(backend, family, cfg, step)
             timings.append(timing)
         elapsed = time.perf_counter() - start
     finally:
@@ -245,9 +236,17 @@ def run(args: argparse.Namespace) -> dict:
     counts = parse_workers(args.workers)
     config = bench_config(args)
     check_local_capacity(config, counts)
-    # One Ray session for every worker count: each RayBackend reuses it and its shutdown leaves it up;
-    # Ray's own exit hook stops a Ray this process started.
-    placement.init_ray(config)
+    # One Ray session for every worker count: each RayBackend reuses it and its shutdown leaves it up.
+    started = placement.init_ray(config)
+    try:
+        check_capacity(config, counts, placement.cluster_resources().get("CPU", 0.0), "the Ray cluster")
+        return _run(args, config, counts)
+    finally:
+        if started:
+            placement.shutdown_ray()
+
+
+def _run(args: argparse.Namespace, config: Config, counts: list[int]) -> dict:
     with workload_data(config, args.data) as (data_dir, data_label):
         family = tasks.build(config, data_dir)
         algorithm = algorithms.build(config, family)

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,49 @@ def aggregate(results: list[ChunkResult]) -> tuple[np.ndarray | None, int, dict[
     if total is not None and not np.isfinite(total).all():  # finite chunks can still overflow in sum
         return None, 0, {}, len(results)
     return total, num_tasks, metrics, bad
+
+
+@dataclass
+class StepOutcome:
+    """One committed meta-step, with where its time went (seconds)."""
+    step: int
+    results: list[ChunkResult]
+    num_tasks: int
+    sums: dict[str, float]
+    bad_chunks: int
+    applied: bool
+    specs_s: float
+    run_s: float
+    aggregate_s: float
+    step_s: float
+
+    @property
+    def compute_s(self) -> float:
+        """The busiest worker's compute time: the floor under this step's duration."""
+        per_worker: dict[int, float] = {}
+        for r in self.results:
+            per_worker[r.worker_id] = per_worker.get(r.worker_id, 0.0) + r.compute_s
+        return max(per_worker.values(), default=0.0)
+
+
+def commit(backend, results: list[ChunkResult], step: int, t0: float, t_specs: float) -> StepOutcome:
+    """Sum the finite chunk updates in chunk order and apply their mean through the server."""
+    t1 = time.perf_counter()
+    total, num_tasks, sums, bad_chunks = aggregate(results)
+    if total is not None:
+        backend.apply(total / num_tasks, step)
+    t2 = time.perf_counter()
+    return StepOutcome(step, results, num_tasks, sums, bad_chunks, total is not None,
+                       t_specs - t0, t1 - t_specs, t2 - t1, t2 - t0)
+
+
+def sync_step(backend, family, config: Config, step: int) -> StepOutcome:
+    """One synchronous meta-step: specs of (seed, step) -> fixed chunks -> workers -> commit."""
+    t0 = time.perf_counter()
+    specs = family.specs(config.seed, "train", step, config.algorithm.meta_batch_size)
+    t_specs = time.perf_counter()
+    results = backend.run_chunks(backend.params_handle(), make_chunks(config, step, specs))
+    return commit(backend, results, step, t0, t_specs)
 
 
 class Trainer:
@@ -153,39 +197,30 @@ class Trainer:
         progress.close()
         return step
 
-    def _commit(self, backend, results: list[ChunkResult], step: int, t0: float) -> dict:
-        """Sum, check and apply one step's chunk results; returns the step's metrics row."""
-        t1 = time.perf_counter()
-        total, num_tasks, sums, bad_chunks = aggregate(results)
-        if bad_chunks:
-            log.warning("step %d: %d chunk(s) with non-finite updates skipped", step, bad_chunks)
-        if total is None:
+    def _record(self, o: StepOutcome) -> dict:
+        """Bad-step accounting and the metrics row of one committed step."""
+        if o.bad_chunks:
+            log.warning("step %d: %d chunk(s) with non-finite updates skipped", o.step, o.bad_chunks)
+        if not o.applied:
             self.bad_steps += 1
             if self.bad_steps >= self.config.runtime.max_bad_steps:
                 raise NonFiniteError(f"{self.bad_steps} consecutive meta-steps produced only non-finite "
-                                     f"updates (last: step {step}); lower the learning rates")
+                                     f"updates (last: step {o.step}); lower the learning rates")
         else:
             self.bad_steps = 0
-            backend.apply(total / num_tasks, step)
-        t2 = time.perf_counter()
-        row = {"step": step, "num_tasks": num_tasks, "step_time_s": t2 - t0,
-               "meta_loss": sums.get("meta_loss", float("nan")) / max(num_tasks, 1),
-               "wall_time": time.time(), "bad_chunks": bad_chunks,
-               "compute_s": max((r.compute_s for r in results), default=0.0),
-               "dispatch_s": t1 - t0, "aggregate_s": t2 - t1}
-        if "accuracy" in sums:
-            row["accuracy"] = sums["accuracy"] / max(num_tasks, 1)
+        row = {"step": o.step, "num_tasks": o.num_tasks, "step_time_s": o.step_s,
+               "meta_loss": o.sums.get("meta_loss", float("nan")) / max(o.num_tasks, 1),
+               "wall_time": time.time(), "bad_chunks": o.bad_chunks, "compute_s": o.compute_s,
+               "dispatch_s": o.run_s, "aggregate_s": o.aggregate_s}
+        if "accuracy" in o.sums:
+            row["accuracy"] = o.sums["accuracy"] / max(o.num_tasks, 1)
         return row
 
     def _sync_steps(self, backend, family, start_step: int):
         """Synchronous: every chunk of step s runs on the parameters of version s-1."""
-        cfg = self.config
         self.bad_steps = 0
-        for step in range(start_step + 1, cfg.steps + 1):
-            t0 = time.perf_counter()
-            specs = family.specs(cfg.seed, "train", step, cfg.algorithm.meta_batch_size)
-            results = backend.run_chunks(backend.params_handle(), make_chunks(cfg, step, specs))
-            yield step, self._commit(backend, results, step, t0)
+        for step in range(start_step + 1, self.config.steps + 1):
+            yield step, self._record(sync_step(backend, family, self.config, step))
 
     def _async_steps(self, backend, family, start_step: int):
         """Stale Synchronous Parallel: workers never wait for each other. Each idle worker gets the
@@ -221,7 +256,7 @@ class Trainer:
                     accepted.append(result)
             if sum(r.num_tasks for r in accepted) >= cfg.algorithm.meta_batch_size:
                 step += 1
-                row = self._commit(backend, accepted, step, t0)
+                row = self._record(commit(backend, accepted, step, t0, t0))
                 row["stale_rejected"] = stale
                 row["staleness_mean"] = sum(backend.version - 1 - r.version for r in accepted) / len(accepted)
                 accepted, stale, t0 = [], 0, time.perf_counter()

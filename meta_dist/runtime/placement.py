@@ -75,3 +75,16 @@ def resolve_num_workers(config: Config, cluster: dict[str, float]) -> int:
         raise UserError(f"{r.num_gpu_workers} GPU workers x {r.num_gpus_per_worker:g} GPU need {need_gpu:g} GPUs but "
                         f"the Ray cluster has {gpus:g}; set runtime.num_gpu_workers=0 or add GPU nodes")
     return n
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the connected cluster (CPU, GPU, ...)."""
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()

@@ -1,0 +1,83 @@
+"""`meta-dist bench`: the JSON report, bad worker counts, and an apples-to-apples reference loop."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from meta_dist import algorithms, cli as cli_mod, config as config_mod, tasks
+from meta_dist.bench import ReferenceLoop
+from meta_dist.tasks.spec import derive_seed
+from meta_dist.tasks.synthetic import write_synthetic_store
+from tests.conftest import cli
+
+pytestmark = pytest.mark.integration
+
+SPLIT_KEYS = {"compute_s", "wait_s", "communication_s", "aggregation_s"}
+
+
+def check_report(report: dict, workers: list[int]) -> None:
+    assert {"workload", "reference_tasks_per_s", "results"} <= set(report)
+    w = report["workload"]
+    assert {"config", "algorithm", "ways", "shots", "meta_batch_size", "model", "hardware"} <= set(w)
+    assert {"cpu", "cores", "torch", "ray"} <= set(w["hardware"])
+    assert report["reference_tasks_per_s"] > 0
+    assert [r["workers"] for r in report["results"]] == workers
+    for r in report["results"]:
+        for key in ("tasks_per_s", "speedup_vs_reference", "scaling_efficiency", "step_ms", "overhead_ms_per_step"):
+            assert isinstance(r[key], float) and r[key] > 0, (key, r)
+        assert r["speedup_vs_reference"] == pytest.approx(r["tasks_per_s"] / report["reference_tasks_per_s"])
+        assert SPLIT_KEYS <= set(r["time_split"])
+        assert r["time_split"]["compute_s"] > 0 and r["time_split"]["aggregation_s"] > 0
+        assert r["time_split"]["wait_s"] >= 0
+        assert r["overhead_ms_per_step"] == pytest.approx(r["step_ms"] - 1000 * r["time_split"]["compute_s"])
+    assert report["results"][0]["scaling_efficiency"] == pytest.approx(1.0)
+
+
+def test_sinusoid_bench_prints_exactly_one_json_object():
+    proc = cli("bench", "--config", "sinusoid_maml", "--workers", "1,2", "--duration-s", "3", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # json.loads rejects anything after the one object
+    check_report(report, [1, 2])
+    assert report["workload"]["config"] == "sinusoid_maml" and report["workload"]["algorithm"] == "maml"
+
+
+def test_omniglot_bench_runs_on_the_synthetic_store_with_overrides():
+    # A meta-batch of 8 (two chunks) keeps the warm-up steps short; it also shows --set reaching the workload.
+    proc = cli("bench", "--config", "omniglot_maml", "--workers", "1", "--duration-s", "3", "--json",
+               "--set", "algorithm.meta_batch_size=8", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    check_report(report, [1])
+    w = report["workload"]
+    assert (w["data"], w["ways"], w["shots"], w["meta_batch_size"], w["model"], w["first_order"]) == \
+        ("synthetic", 5, 1, 8, "conv4_strided", False)
+
+
+@pytest.mark.parametrize("value", ["0", "a", "99", "1,,2"])
+def test_bad_worker_counts_are_one_line_user_errors(value, capsys):
+    code = cli_mod.main(["bench", "--config", "sinusoid_maml", "--workers", value, "--duration-s", "1"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("meta-dist: error: --workers"), err
+
+
+@pytest.mark.parametrize("name", ["sinusoid_maml", "omniglot_maml"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_reference_meta_gradient_equals_the_runtime_chunk_update(name, first_order, tmp_path):
+    overrides = [f"algorithm.first_order={str(first_order).lower()}"]
+    config = config_mod.validate(config_mod.load(name, overrides))
+    data_dir = None
+    if config.task.name == "omniglot":
+        data_dir = str(write_synthetic_store(tmp_path / "store", "omniglot", split_name=config.task.split))
+    family = tasks.build(config, data_dir)
+    algorithm = algorithms.build(config, family)
+    init = algorithm.init_params(derive_seed("init", config.seed))
+    specs = family.specs(config.seed, "train", 3, 4)
+
+    reference = ReferenceLoop(config, family, algorithm.model, init).meta_gradient(family.materialize(specs))
+    runtime = algorithm.chunk_update(init, specs).grads
+    assert set(reference) == set(runtime)
+    for k in runtime:
+        torch.testing.assert_close(reference[k], runtime[k], rtol=1e-4, atol=1e-6, msg=k)
