@@ -59,6 +59,10 @@ def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data
         result.update(unit="%", ways=ways or config.task.ways, shots=shots or config.task.shots)
     if family.metric == "mse":
         result.update(shots=shots or config.task.shots)
+    if config.task.name == "bandits":  # RL^2's comparison: classic bandit algorithms on the same instances
+        from meta_dist.algorithms.rl.baselines import bandit_baselines
+
+        result["baselines"] = bandit_baselines(config, n, split)
     return result
 
 
@@ -70,6 +74,8 @@ def format_result(result: dict, reference: str = "") -> str:
         if point["inner_steps"] in (0, 1, result["inner_steps"], result["curve"][-1]["inner_steps"]):
             lines.append(f"  after {point['inner_steps']:>2} steps: {point['mean']:.4g}{unit} +- {point['ci95']:.2g}"
                          + (f"  ({point['nonfinite_tasks']} diverged tasks excluded)" if point["nonfinite_tasks"] else ""))
+    for name, b in result.get("baselines", {}).items():
+        lines.append(f"  {name} on the same tasks: {b['mean']:.4g} +- {b['ci95']:.2g}")
     if reference:
         lines.append(f"  reference: {reference}")
     return "\n".join(lines)

@@ -20,6 +20,10 @@ _REFERENCES = {
     ("omniglot", "anil"): "Omniglot 20-way 1-shot: ANIL 96.2 +- 0.5% (Raghu et al. 2020; paper figure, not in REFERENCE.md)",
     ("navigation2d", "maml_rl"): "2D navigation return after 0/1/2/3 steps: MAML -40.4 / -11.7 +- 2.2 / -3.3 / -3.2 "
                                  "(Finn et al. 2017, Sec. 5.3)",
+    ("cheetah_vel", "maml_rl"): "Half-cheetah goal velocity return after 0/1/2/3 steps: MAML -129.5 / -78.6 / -66.6 / "
+                                "-60.8, oracle -54.5 (Finn et al. 2017, Sec. 5.3)",
+    ("cheetah_dir", "maml_rl"): "Half-cheetah direction return after 0/1/2/3 steps: MAML -50.7 / 293 / 313 / 316, "
+                                "oracle 443 (Finn et al. 2017, Sec. 5.3)",
     ("bandits", "rl2"): "Bernoulli bandits, 10 pulls, 5 arms: RL^2 6.7, Gittins 6.6, random 5.0 (Duan et al. 2016)",
 }
 

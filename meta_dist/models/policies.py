@@ -16,37 +16,24 @@ from torch import nn
 
 from meta_dist.config import Config
 from meta_dist.errors import UserError
+from meta_dist.models.mlp import MLP
 
 
-class GaussianMLPPolicy(nn.Module):
+class GaussianMLPPolicy(MLP):
+    """The MLP's mean head plus a state-independent log standard deviation."""
+
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes=(100, 100), activation: str = "relu",
                  init_log_std: float = 0.0):
-        super().__init__()
-        act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
-        layers: list[nn.Module] = []
-        width = obs_dim
-        for h in hidden_sizes:
-            layers += [nn.Linear(width, h), act()]
-            width = h
-        layers.append(nn.Linear(width, action_dim))
-        self.net = nn.Sequential(*layers)
+        super().__init__(obs_dim, tuple(hidden_sizes), action_dim, activation)
         self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log_std) of the action distribution; log_std broadcasts against the mean."""
-        return self.net(obs), self.log_std
+        return super().forward(obs), self.log_std
 
     def forward_tasks(self, stacked: dict[str, torch.Tensor], obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-task parameters ([T, ...] each) on obs [T, N, obs_dim]: mean [T, N, A], log_std [T, 1, A]."""
-        h = obs
-        linears = [i for i, m in enumerate(self.net) if isinstance(m, nn.Linear)]
-        for i, layer in enumerate(self.net):
-            if isinstance(layer, nn.Linear):
-                w, b = stacked[f"net.{i}.weight"], stacked[f"net.{i}.bias"]
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            elif i < linears[-1]:
-                h = layer(h)
-        return h, stacked["log_std"].unsqueeze(1)
+        return super().forward_tasks(stacked, obs), stacked["log_std"].unsqueeze(1)
 
 
 class GRUPolicy(nn.Module):

@@ -212,8 +212,9 @@ class Trainer:
                "meta_loss": o.sums.get("meta_loss", float("nan")) / max(o.num_tasks, 1),
                "wall_time": time.time(), "bad_chunks": o.bad_chunks, "compute_s": o.compute_s,
                "dispatch_s": o.run_s, "aggregate_s": o.aggregate_s}
-        if "accuracy" in o.sums:
-            row["accuracy"] = o.sums["accuracy"] / max(o.num_tasks, 1)
+        for key, total in o.sums.items():  # accuracy, return, ...: per-task means
+            if key != "meta_loss":
+                row[key] = total / max(o.num_tasks, 1)
         return row
 
     def _sync_steps(self, backend, family, start_step: int):

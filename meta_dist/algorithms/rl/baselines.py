@@ -41,14 +41,15 @@ def play(strategy: str, probs: np.ndarray, uniforms: np.ndarray, rng: np.random.
     return total
 
 
-def bandit_baselines(config: Config, num_tasks: int | None = None,
+def bandit_baselines(config: Config, num_tasks: int | None = None, split: str | None = None,
                      strategies: tuple[str, ...] = ("random", "ucb1", "thompson")) -> dict:
-    """{strategy: {"mean", "ci95", "tasks"}} on the evaluation instances of `config` (bandits)."""
+    """{strategy: {"mean", "ci95", "tasks"}} on the evaluation instances of `config` (bandits):
+    the specs `evaluate` uses (split, step 0, index i) and the reward draws of RL^2's eval trial."""
     if config.task.name != "bandits":
         raise ValueError(f"bandit baselines need task.name=bandits, got '{config.task.name}'")
     family = tasks.build(config)
     n = num_tasks or config.eval.num_tasks
-    specs = [family.spec(config.seed, config.eval.split, 0, i) for i in range(n)]
+    specs = [family.spec(config.seed, split or config.eval.split, 0, i) for i in range(n)]
     probs = np.array([s.params for s in specs], dtype=np.float32)
     uniforms = family.uniforms(specs, 1, ("eval",))[:, 0].numpy()
     out = {}
