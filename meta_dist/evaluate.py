@@ -13,6 +13,7 @@ import torch
 
 from meta_dist import algorithms, tasks
 from meta_dist.config import Config
+from meta_dist.errors import UserError
 from meta_dist.params import params_sha256
 
 EVAL_CHUNK = 50
@@ -39,6 +40,9 @@ def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data
     n = num_tasks or e.num_tasks
     split = split or e.split
     ways, shots = ways or e.ways or None, shots or e.shots or None
+    if ways and family.metric == "accuracy" and ways != config.task.ways and algorithm.has_output_head:
+        raise UserError(f"{config.algorithm.name} learns a {config.task.ways}-way output layer; evaluate it "
+                        f"with --ways {config.task.ways} (metric methods such as protonet take any --ways)")
     shape: dict = {"ways": ways, "shots": shots}
     if family.metric == "mse":
         shape["num_query"] = e.num_query

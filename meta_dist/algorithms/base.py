@@ -42,6 +42,9 @@ class MetaAlgorithm(ABC):
         self.device = torch.device(device)
         self.model = self.build_model().to(self.device)
 
+    has_output_head = True
+    """The network ends in a task-sized output layer (so test episodes must have the training ways)."""
+
     # -- construction -------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         return models.build(self.config, self.family)

@@ -39,6 +39,8 @@ def similarity(distance: str, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 class MetricAlgorithm(MetaAlgorithm):
     """Embedding network + a rule turning (support, query) embeddings into per-class scores."""
 
+    has_output_head = False
+
     def build_model(self) -> nn.Module:
         return models.build(self.config, self.family, out_features=0)
 
