@@ -21,8 +21,9 @@ ADAM_BETA2, ADAM_EPS = 0.999, 1e-8
 
 
 class Reptile(MetaAlgorithm):
-    def inner_loop(self, fast: Params, x, y, steps: int, lr: float) -> Params:
-        """Per-task SGD or Adam(beta1=0) on minibatches of (x, y); `fast` is stacked per task."""
+    def inner_loop(self, fast: Params, x, y, steps: int, lr: float, on_step=None) -> Params:
+        """Per-task SGD or Adam(beta1=0) on minibatches of (x, y); `fast` is stacked per task.
+        `on_step(i, fast)` sees the parameters after each step (evaluation curves, in one pass)."""
         n = x.shape[1]
         bs = self.cfg.inner_batch_size or n
         second = {k: torch.zeros_like(v) for k, v in fast.items()}
@@ -40,6 +41,8 @@ class Reptile(MetaAlgorithm):
                         fast[k] = fast[k] - lr * g / (v_hat.sqrt() + ADAM_EPS)
                     else:
                         fast[k] = fast[k] - lr * g
+            if on_step is not None:
+                on_step(i + 1, {k: v.detach() for k, v in fast.items()})
         return {k: v.detach() for k, v in fast.items()}
 
     def chunk_update(self, params: Params, specs: Sequence[TaskSpec]) -> ChunkOutput:
@@ -59,7 +62,6 @@ class Reptile(MetaAlgorithm):
         lr = inner_lr or self.cfg.inner_lr
         base = self.stack({k: v.detach() for k, v in params.items()}, b.num_tasks)
         curve = [self.query_metrics(base, b, transductive_bn)]
-        for s in range(1, max_steps + 1):  # the Adam state restarts, so each length is its own run
-            curve.append(self.query_metrics(self.inner_loop(base, b.support_x, b.support_y, s, lr), b,
-                                            transductive_bn))
+        self.inner_loop(base, b.support_x, b.support_y, max_steps, lr,
+                        on_step=lambda _, fast: curve.append(self.query_metrics(fast, b, transductive_bn)))
         return torch.stack(curve, dim=1)

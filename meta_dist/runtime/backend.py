@@ -221,13 +221,16 @@ class RayBackend:
             if group:
                 pending[self.workers[i].run_chunks.remote(handle, group)] = (i, group, time.monotonic())
         while len(results) < len(chunks):
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(1.0, timeout_s))
-            for ref in ready:
+            # Wait for everything at once (the normal case is one round trip per step); a timeout or
+            # a failure falls through to the per-call handling below.
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=min(1.0, timeout_s))
+            for ref, values in zip(ready, self._get_all(ready)):
                 index, group, started = pending.pop(ref)
                 try:
-                    for r in ray.get(ref):
+                    values = ray.get(ref) if values is None else values
+                    for r in values:
                         results.setdefault(r.chunk_id, r)
-                    self._observe(index, group, time.monotonic() - started)
+                    self._observe(index, values)
                     first_failure = None
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                         ray.exceptions.ObjectLostError) as e:
@@ -293,11 +296,19 @@ class RayBackend:
             log.warning("worker %d lost (%s); re-queueing %d chunk(s)", index, type(e).__name__, len(chunks))
             return index, chunks, None
 
-    def _observe(self, index: int, group: list[Chunk], elapsed_s: float) -> None:
+    def _get_all(self, refs: list) -> list:
+        """Values of `refs` in one call; None for each if any failed (then fetched one by one)."""
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayError:
+            return [None] * len(refs)
+
+    def _observe(self, index: int, results: list[ChunkResult]) -> None:
         """Track tasks/s per worker so that, on mixed CPU/GPU jobs, faster workers get more chunks.
 
         Homogeneous workers keep equal shares: measured rates only add noise there.
         """
-        tasks = sum(len(c.specs) for c in group)
-        if self.config.runtime.num_gpu_workers and elapsed_s > 0 and tasks:
-            self.weights[index] = 0.7 * self.weights[index] + 0.3 * tasks / elapsed_s
+        tasks = sum(r.num_tasks for r in results)
+        busy_s = sum(r.compute_s for r in results)
+        if self.config.runtime.num_gpu_workers and busy_s > 0 and tasks:
+            self.weights[index] = 0.7 * self.weights[index] + 0.3 * tasks / busy_s

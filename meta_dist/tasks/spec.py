@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 
@@ -53,6 +54,19 @@ def derive_seed(*keys: object) -> int:
     """A 63-bit seed from any keys, stable across processes and Python versions (unlike hash())."""
     digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def uniform_streams(seeds: Sequence[int], count: int) -> np.ndarray:
+    """`count` uniforms in [0, 1) per seed, [len(seeds), count] float64, from splitmix64 on
+    (seed, position): a counter-based generator, so each row depends on its seed alone and a
+    whole chunk is drawn in a few vectorized operations."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(seeds, dtype=np.uint64)[:, None] + np.arange(1, count + 1, dtype=np.uint64) \
+            * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 def spec_rng(seed: int, split: str, step: int, index: int) -> random.Random:

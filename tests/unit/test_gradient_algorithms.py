@@ -139,3 +139,16 @@ def test_eval_curve_shape_and_adaptation_reduces_mse_after_meta_training_steps()
     specs = [family.spec(0, "test", 0, i, num_query=50) for i in range(8)]
     curve = alg.eval_chunk(params, specs, max_steps=3, inner_lr=0.01)
     assert curve.shape == (8, 4) and torch.isfinite(curve).all()
+
+
+def test_reptile_eval_curve_in_one_pass_equals_separate_fine_tunes():
+    cfg, family, alg, params, _ = setup("algorithm.name=reptile", "algorithm.inner_optimizer=adam",
+                                        "algorithm.inner_lr=0.01")
+    specs = [family.spec(0, "test", 0, i, num_query=20) for i in range(4)]
+    curve = alg.eval_chunk(params, specs, max_steps=4, inner_lr=0.01)
+    batch = family.materialize(specs)
+    base = alg.stack(params, 4)
+    for s in (1, 3, 4):
+        separate = alg.task_metrics(alg.inner_loop(base, batch.support_x, batch.support_y, s, 0.01),
+                                    batch.query_x, batch.query_y)
+        assert torch.equal(curve[:, s], separate)

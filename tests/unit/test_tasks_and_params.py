@@ -17,6 +17,17 @@ def test_specs_are_deterministic_and_split_dependent():
     assert a[0] != family.spec(3, "test", 10, 0)
     batch_1, batch_2 = family.materialize(a), family.materialize(a)
     assert torch.equal(batch_1.support_x, batch_2.support_x)
+    part = family.materialize(a[1:3])  # a task's data does not depend on the chunk it is in
+    assert torch.equal(part.query_x, batch_1.query_x[1:3])
+
+
+def test_uniform_streams_are_uniform_and_seed_local():
+    from meta_dist.tasks.spec import uniform_streams
+
+    u = uniform_streams(list(range(200)), 500)
+    assert u.shape == (200, 500) and 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    assert (uniform_streams([7], 500) == u[7]).all()
 
 
 def test_sinusoid_ranges_match_the_paper():
