@@ -108,10 +108,7 @@ def timed_step(backend, family: TaskFamily, cfg: Config, step: int) -> StepTimin
     from meta_dist.runtime.driver import sync_step
 
     o = sync_step(backend, family, cfg, step)
-    per_worker: dict[int, float] = {}
-    for r in o.results:
-        per_worker[r.worker_id] = per_worker.get(r.worker_id, 0.0) + r.compute_s
-    busy = [per_worker.get(i, 0.0) for i in range(backend.num_workers)]
+    busy = [o.busy_s.get(i, 0.0) for i in range(backend.num_workers)]
     return StepTiming(o.step_s, o.specs_s, o.compute_s, o.compute_s - sum(busy) / len(busy), o.aggregate_s,
                       o.num_tasks)
 

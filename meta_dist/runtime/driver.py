@@ -72,12 +72,17 @@ class StepOutcome:
     step_s: float
 
     @property
-    def compute_s(self) -> float:
-        """The busiest worker's compute time: the floor under this step's duration."""
+    def busy_s(self) -> dict[int, float]:
+        """Compute seconds of each worker that ran chunks of this step."""
         per_worker: dict[int, float] = {}
         for r in self.results:
             per_worker[r.worker_id] = per_worker.get(r.worker_id, 0.0) + r.compute_s
-        return max(per_worker.values(), default=0.0)
+        return per_worker
+
+    @property
+    def compute_s(self) -> float:
+        """The busiest worker's compute time: the floor under this step's duration."""
+        return max(self.busy_s.values(), default=0.0)
 
 
 def commit(backend, results: list[ChunkResult], step: int, t0: float, t_specs: float) -> StepOutcome:
@@ -257,9 +262,10 @@ class Trainer:
                     accepted.append(result)
             if sum(r.num_tasks for r in accepted) >= cfg.algorithm.meta_batch_size:
                 step += 1
+                version = backend.version  # before the commit, which may or may not bump it
                 row = self._record(commit(backend, accepted, step, t0, t0))
                 row["stale_rejected"] = stale
-                row["staleness_mean"] = sum(backend.version - 1 - r.version for r in accepted) / len(accepted)
+                row["staleness_mean"] = sum(version - r.version for r in accepted) / len(accepted)
                 accepted, stale, t0 = [], 0, time.perf_counter()
                 yield step, row
 

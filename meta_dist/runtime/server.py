@@ -2,8 +2,8 @@
 
 A plain class (the Ray actor is a thin wrapper in backend.py). It accepts only the mean update of
 a step (or, in asynchronous mode, of a group of chunks), refuses non-finite updates outright, and
-bumps the version on every applied update. In asynchronous mode it also enforces bounded
-staleness: an update computed on a version more than `staleness` behind is rejected.
+bumps the version on every applied update. (Bounded staleness in asynchronous mode is enforced by
+the driver, which knows the version each chunk result was computed on.)
 """
 from __future__ import annotations
 
@@ -35,33 +35,25 @@ class ParameterServer:
         else:
             self.optimizer = torch.optim.SGD([self.flat], lr=a.meta_lr)
         self.version = 0
-        self.rejected_stale = 0
 
     def params(self) -> tuple[int, np.ndarray]:
         """(version, flat float32 parameters): the broadcast unit, one object-store put per version."""
         return self.version, self.flat.detach().numpy().copy()
 
-    def apply(self, mean_update: np.ndarray | torch.Tensor, step: int, base_version: int | None = None
-              ) -> tuple[int, np.ndarray]:
+    def apply(self, mean_update: np.ndarray | torch.Tensor, step: int) -> tuple[int, np.ndarray]:
         """One outer-optimizer step with `mean_update` as the gradient; returns the new params."""
         update = torch.from_numpy(np.array(mean_update, dtype=np.float32))  # a private, writable copy
         if update.shape != self.flat.shape:
             raise ValueError(f"update has {update.numel()} values, parameters have {self.flat.numel()}")
         if not torch.isfinite(update).all():
             raise FloatingPointError("non-finite update reached the parameter server")
-        if base_version is not None and self.version - base_version > self.config.runtime.staleness:
-            self.rejected_stale += 1
-            return self.params()
         for group in self.optimizer.param_groups:
             group["lr"] = meta_lr_at(self.config, step)
-        self.flat.grad = update.clone()
+        self.flat.grad = update
         self.optimizer.step()
         self.flat.grad = None
         self.version += 1
         return self.params()
-
-    def is_fresh(self, base_version: int) -> bool:
-        return self.version - base_version <= self.config.runtime.staleness
 
     def named_params(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.layout.unflatten(self.flat.detach()).items()}
