@@ -73,7 +73,7 @@ class LocalBackend:
 
 
 class RayBackend:
-    """Worker actors plus a parameter-server actor; fault handling lives in `run_chunks`."""
+    """Worker actors, plus a parameter-server actor in async mode; fault handling lives in `run_chunks`."""
 
     def __init__(self, config: Config, init_params: dict, data_dir: str | None = None):
         import ray
@@ -127,9 +127,6 @@ class RayBackend:
             raise UserError(f"only {len(ready)} of {len(refs)} workers could be placed within "
                             f"{timeout:g} s; lower --workers or add resources")
         self.worker_info = self.ray.get(ready)
-
-    def ping(self) -> list[dict]:
-        return self.ray.get([w.ping.remote() for w in self.workers])
 
     # -- the four driver operations ------------------------------------------------------------
     def params_handle(self) -> Any:
