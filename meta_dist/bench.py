@@ -173,19 +173,24 @@ def bench_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def check_capacity(config: Config, counts: list[int], cpus: float, where: str) -> None:
+def check_capacity(config: Config, counts: list[int], cpus: float, where: str, driver: int = 0) -> None:
+    """Whether `cpus` hold each count's workers; `driver` = 1 when worker 0 is the driver and `cpus`
+    are what Ray has left for the actors."""
     threads = config.runtime.threads_per_worker
     for n in counts:
-        if n * threads > cpus:
-            raise UserError(f"--workers {n} needs {n * threads} CPUs ({threads} thread(s) each) but {where} "
-                            f"has {cpus:g}; give counts up to {int(cpus // threads)}")
+        if (n - driver) * threads > cpus:
+            raise UserError(f"--workers {n} needs {(n - driver) * threads} CPUs ({threads} thread(s) per worker"
+                            f"{' besides the driver' if driver else ''}) but {where} has {cpus:g}; give counts "
+                            f"up to {int(cpus // threads) + driver}")
 
 
 def check_local_capacity(config: Config, counts: list[int]) -> None:
     """Before starting a local Ray (seconds), which gets at most this machine's CPUs. On a joined
     cluster, `RayBackend` raises the same kind of UserError when it reaches a count that cannot fit."""
-    if not (config.runtime.address or os.environ.get("RAY_ADDRESS")):
-        check_capacity(config, counts, float(os.cpu_count() or 1), "this machine")
+    from meta_dist.runtime import placement
+
+    if not placement.cluster_address(config):
+        check_capacity(config, counts, float(placement.local_cpus()), "this machine")
 
 
 @contextlib.contextmanager
@@ -205,6 +210,8 @@ def workload_data(config: Config, data_dir: str | None):
 
 
 def describe(config: Config, data_label: str) -> dict:
+    from meta_dist.runtime import placement
+
     a, t, m = config.algorithm, config.task, config.model
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -214,6 +221,7 @@ def describe(config: Config, data_label: str) -> dict:
             "task": t.name, "ways": t.ways, "shots": t.shots, "num_query": t.num_query,
             "meta_batch_size": a.meta_batch_size, "inner_steps": a.inner_steps, "chunk_size": config.runtime.chunk_size,
             "threads_per_worker": config.runtime.threads_per_worker, "model": m.name, "data": data_label,
+            "driver_worker": placement.driver_computes(config),
             "reference_threads": torch.get_num_threads(),
             "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
                          "ray": importlib.metadata.version("ray"), "python": platform.python_version()}}
@@ -236,7 +244,8 @@ def run(args: argparse.Namespace) -> dict:
     # One Ray session for every worker count: each RayBackend reuses it and its shutdown leaves it up.
     started = placement.init_ray(config)
     try:
-        check_capacity(config, counts, placement.cluster_resources().get("CPU", 0.0), "the Ray cluster")
+        driver = int(placement.driver_computes(config))
+        check_capacity(config, counts, placement.cluster_resources().get("CPU", 0.0), "the Ray cluster", driver)
         return _run(args, config, counts)
     finally:
         if started:
@@ -274,6 +283,8 @@ def format_table(report: dict) -> str:
              f"{w['meta_batch_size']}, {w['inner_steps']} inner step(s), {w['model']}; data: {w['data']})",
              f"hardware: {hw['cpu']}, {hw['cores']} cores; torch {hw['torch']}, "
              f"ray {hw['ray']}",
+             "workers: " + ("the driver computes as worker 0, the others are actors" if w["driver_worker"]
+                            else "all actors (runtime.driver_worker off, or not applicable)"),
              f"reference (one process, per-task loop, {w['reference_threads']} torch threads): "
              f"{report['reference_tasks_per_s']:.1f} tasks/s",
              "",

@@ -93,7 +93,13 @@ class RuntimeConfig:
     backend: str = "ray"
     """ray | local (one process, no Ray; used by tests and debugging)."""
     num_workers: int = 0
-    """Worker actors; 0 = one per CPU of the cluster."""
+    """Compute workers; 0 = one per CPU of the cluster. With `driver_worker` in effect, worker 0 is the
+    driver process itself and the rest are actors."""
+    driver_worker: bool = True
+    """Synchronous mode on a local Ray that meta-dist starts, CPU workers only: the driver computes one
+    worker's share of every step in-process while the actors compute theirs, and Ray gets one worker's
+    CPUs fewer. Saves a Ray round trip per step (tiny models: 9.4 -> ~6.5 ms per sinusoid step on 2
+    cores). Off when joining a cluster (the driver's node's CPUs belong to Ray there) and in async mode."""
     threads_per_worker: int = 1
     """Intra-op threads per CPU worker (workers x threads never exceeds the cores)."""
     num_gpus_per_worker: float = 0.0

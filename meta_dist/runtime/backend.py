@@ -7,6 +7,12 @@ next parameters handle) and `state`/`load_state`. In RayBackend the parameters t
 object store once per version (the return value of `apply` is the broadcast itself), lost workers
 are replaced and their chunks re-dispatched, and a chunk that outlives `chunk_timeout_s` gets a
 backup copy on another worker; the first result wins.
+
+On a local Ray in synchronous mode the driver is worker 0 (`runtime.driver_worker`): it computes its
+share of each step in-process after dispatching the actors' shares, the way RLlib's local worker
+does. On small models a Ray round trip (~2 ms here) costs as much as the compute, so this takes one
+round trip off every step. Its chunks never need a backup or a re-dispatch: if the driver dies, the
+run resumes from its checkpoint.
 """
 from __future__ import annotations
 
@@ -72,8 +78,12 @@ class LocalBackend:
         return done
 
 
+LOCAL = "driver"  # stands in `RayBackend.workers` for the driver's in-process worker
+
+
 class RayBackend:
-    """Worker actors, plus a parameter-server actor in async mode; fault handling lives in `run_chunks`."""
+    """Worker actors (and the driver as worker 0 where it computes), plus a parameter-server actor in
+    async mode; fault handling lives in `run_chunks`."""
 
     def __init__(self, config: Config, init_params: dict, data_dir: str | None = None):
         import ray
@@ -93,7 +103,16 @@ class RayBackend:
             self.server = ParameterServer(config, init_params)
         else:
             self.server = ray.remote(ParameterServer).options(num_cpus=0, max_restarts=0).remote(config, init_params)
-        self.workers = [self._start_worker(i) for i in range(self.num_workers)]
+        self.local: ChunkWorker | None = None
+        self._driver_threads = None
+        if placement.driver_computes(config):
+            import torch
+
+            self._driver_threads = torch.get_num_threads()  # ChunkWorker pins it; restored at shutdown
+            self.local = ChunkWorker(config, 0, data_dir, "cpu", config.runtime.threads_per_worker)
+        first_actor = 1 if self.local is not None else 0
+        self.workers = [LOCAL] * first_actor + [self._start_worker(i - first_actor)
+                                                for i in range(first_actor, self.num_workers)]
         self.weights = [1.0] * self.num_workers
         self.alive = [True] * self.num_workers
         self._revival: dict[Any, int] = {}  # ping ref -> index of a lost worker being restarted
@@ -105,10 +124,12 @@ class RayBackend:
         self.backup_tasks = 0
 
     # -- workers -----------------------------------------------------------------------------
-    def _start_worker(self, index: int):
+    def _start_worker(self, ordinal: int):
+        """The actor of the `ordinal`-th actor slot (GPU slots first); its worker id is its index."""
         from meta_dist.runtime import placement
 
-        res = placement.worker_resources(self.config, index)
+        index = ordinal + (1 if self.local is not None else 0)
+        res = placement.worker_resources(self.config, ordinal)
         device = "cuda" if res["num_gpus"] > 0 else "cpu"
         actor_cls = self.ray.remote(ChunkWorker)
         env = {k: os.environ[k] for k in (faults.ENV,) if k in os.environ}
@@ -121,12 +142,12 @@ class RayBackend:
         from meta_dist.errors import UserError
 
         timeout = self.config.runtime.placement_timeout_s
-        refs = [w.ping.remote() for w in self.workers]
-        ready, pending = self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        refs = [w.ping.remote() for w in self.workers if w is not LOCAL]
+        ready, pending = self.ray.wait(refs, num_returns=len(refs), timeout=timeout) if refs else ([], [])
         if pending:
-            raise UserError(f"only {len(ready)} of {len(refs)} workers could be placed within "
+            raise UserError(f"only {len(ready)} of {len(refs)} worker actors could be placed within "
                             f"{timeout:g} s; lower --workers or add resources")
-        self.worker_info = self.ray.get(ready)
+        self.worker_info = ([self.local.ping()] if self.local is not None else []) + self.ray.get(refs)
 
     # -- the four driver operations ------------------------------------------------------------
     def params_handle(self) -> Any:
@@ -163,10 +184,17 @@ class RayBackend:
             self._handle = self.server.params.remote()
 
     def shutdown(self) -> None:
+        from meta_dist.runtime import placement
+
         for actor in ([] if self.local_server else [self.server]) + self.workers:
-            self.ray.kill(actor, no_restart=True)
+            if actor is not LOCAL:
+                self.ray.kill(actor, no_restart=True)
+        if self._driver_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._driver_threads)
         if self.owns_ray:
-            self.ray.shutdown()
+            placement.shutdown_ray()
 
     # -- dispatch with re-dispatch and backup tasks ------------------------------------------
     def _partition(self, chunks: list[Chunk]) -> list[tuple[int, list[Chunk]]]:
@@ -214,10 +242,30 @@ class RayBackend:
         pending: dict[Any, tuple[int, list[Chunk], float]] = {}
         backed_up: set[int] = set()
         first_failure: float | None = None
+        local: list[Chunk] = []
+
+        def submit(index: int, group: list[Chunk]) -> None:
+            if self.workers[index] is LOCAL:
+                local.extend(group)  # computed by this process once the actors have theirs
+            else:
+                pending[self.workers[index].run_chunks.remote(handle, group)] = (index, group, time.monotonic())
+
+        def run_local() -> None:
+            if not local:
+                return
+            params = ray.get(handle) if isinstance(handle, ray.ObjectRef) else handle  # local read, no copy
+            for r in self.local.run_chunks(params, local):
+                results.setdefault(r.chunk_id, r)
+            local.clear()
+
         for i, group in self._partition(chunks):
             if group:
-                pending[self.workers[i].run_chunks.remote(handle, group)] = (i, group, time.monotonic())
+                submit(i, group)
+        run_local()
         while len(results) < len(chunks):
+            if local:
+                run_local()
+                continue
             # Wait for everything at once (the normal case is one round trip per step); a timeout or
             # a failure falls through to the per-call handling below.
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=min(1.0, timeout_s))
@@ -239,8 +287,7 @@ class RayBackend:
                                 index, group[0].step, type(e).__name__, len(group), next_worker)
                     missing = [c for c in group if c.chunk_id not in results]
                     if missing:
-                        pending[self.workers[next_worker].run_chunks.remote(handle, missing)] = (
-                            next_worker, missing, time.monotonic())
+                        submit(next_worker, missing)
             now = time.monotonic()
             if first_failure is not None and now - first_failure > self.config.runtime.placement_timeout_s:
                 raise RuntimeError(f"no worker could complete a chunk for {self.config.runtime.placement_timeout_s:g} s "
@@ -253,7 +300,7 @@ class RayBackend:
                                 [c.chunk_id for c in slow], group[0].step, timeout_s, index, backup)
                     backed_up.update(c.chunk_id for c in slow)
                     self.backup_tasks += 1
-                    pending[self.workers[backup].run_chunks.remote(handle, slow)] = (backup, slow, now)
+                    submit(backup, slow)
         for ref in pending:  # stragglers whose chunks were already answered by a backup
             ray.cancel(ref, force=False)
         return [results[c.chunk_id] for c in chunks]

@@ -25,18 +25,53 @@ def _probe(host: str, port: int, timeout_s: float = 3.0) -> None:
                         f"`cluster/local.sh start` or `ray start --head`, or fix --address") from None
 
 
+def cluster_address(config: Config) -> str:
+    """The Ray cluster this run joins ('' = a local Ray of its own)."""
+    return config.runtime.address or os.environ.get("RAY_ADDRESS", "")
+
+
+def driver_may_compute(config: Config) -> bool:
+    """Whether this run is eligible for `runtime.driver_worker`: synchronous, CPU workers only, and on a
+    local Ray of its own (on a cluster, the driver's node's CPUs belong to Ray's scheduler)."""
+    r = config.runtime
+    return (r.driver_worker and r.backend == "ray" and r.mode == "sync" and r.num_gpu_workers == 0
+            and not cluster_address(config))
+
+
+_driver_cpus = 0
+"""CPUs that the local Ray started by `init_ray` holds back for the driver's own worker (0: none)."""
+
+
+def driver_computes(config: Config) -> bool:
+    """Whether the driver process is worker 0: eligible, and its CPUs were held back from Ray."""
+    return driver_may_compute(config) and 0 < config.runtime.threads_per_worker <= _driver_cpus
+
+
+def local_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def init_ray(config: Config) -> bool:
-    """Connect to (or start) Ray; returns True when this call started a local Ray we must shut down."""
+    """Connect to (or start) Ray; returns True when this call started a local Ray we must shut down
+    (with `shutdown_ray`). A local Ray gets this machine's CPUs, less the driver worker's threads
+    where the run is eligible for `runtime.driver_worker`."""
     import ray
 
     if ray.is_initialized():
         return False
     for k, v in LOOPBACK_ENV.items():
         os.environ.setdefault(k, v)
-    address = config.runtime.address or os.environ.get("RAY_ADDRESS", "")
+    address = cluster_address(config)
     common = dict(namespace="meta-dist", log_to_driver=True, configure_logging=False)
     if not address:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        global _driver_cpus
+        cpus, threads = local_cpus(), config.runtime.threads_per_worker
+        _driver_cpus = threads if driver_may_compute(config) and cpus >= threads else 0
+        ray.init(num_cpus=cpus - _driver_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
         return True
     if address.startswith("http://") or address.startswith("https://"):
         raise UserError(f"--address {address} is a Jobs API URL; use `meta-dist submit --address {address}` "
@@ -62,15 +97,19 @@ def worker_resources(config: Config, index: int) -> dict:
 
 
 def resolve_num_workers(config: Config, cluster: dict[str, float]) -> int:
-    """Workers to start (0 = fill the cluster's CPUs); raises UserError if they can never be placed."""
+    """Workers to run (0 = fill the cluster's CPUs, plus the driver when it computes); raises UserError
+    if their actors can never be placed."""
     r = config.runtime
+    driver = int(driver_computes(config))
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    n = r.num_workers or max(1, r.num_gpu_workers + int((cpus - r.num_gpu_workers) // r.threads_per_worker))
-    need_cpu = sum(worker_resources(config, i)["num_cpus"] for i in range(n))
-    need_gpu = sum(worker_resources(config, i)["num_gpus"] for i in range(n))
+    n = r.num_workers or max(1, driver + r.num_gpu_workers + int((cpus - r.num_gpu_workers) // r.threads_per_worker))
+    actors = n - driver
+    need_cpu = sum(worker_resources(config, i)["num_cpus"] for i in range(actors))
+    need_gpu = sum(worker_resources(config, i)["num_gpus"] for i in range(actors))
     if need_cpu > cpus:
-        raise UserError(f"{n} workers x {r.threads_per_worker} threads need {need_cpu:g} CPUs but the Ray cluster "
-                        f"has {cpus:g}; lower --workers (or runtime.threads_per_worker) or add nodes")
+        held = " (worker 0 is the driver itself)" if driver else ""
+        raise UserError(f"{actors} worker actors x {r.threads_per_worker} threads{held} need {need_cpu:g} CPUs but "
+                        f"the Ray cluster has {cpus:g}; lower --workers (or runtime.threads_per_worker) or add nodes")
     if need_gpu > gpus + 1e-9:
         raise UserError(f"{r.num_gpu_workers} GPU workers x {r.num_gpus_per_worker:g} GPU need {need_gpu:g} GPUs but "
                         f"the Ray cluster has {gpus:g}; set runtime.num_gpu_workers=0 or add GPU nodes")
@@ -85,6 +124,9 @@ def cluster_resources() -> dict[str, float]:
 
 
 def shutdown_ray() -> None:
+    """Shut down the Ray that `init_ray` started."""
     import ray
 
+    global _driver_cpus
+    _driver_cpus = 0
     ray.shutdown()

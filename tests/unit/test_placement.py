@@ -20,6 +20,11 @@ def test_gpu_workers_come_first_and_take_fractions():
     assert placement.resolve_num_workers(c, {"CPU": 8, "GPU": 1}) == 5
 
 
+@pytest.fixture(autouse=True)
+def no_ray_address(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
 @pytest.mark.parametrize("overrides, cluster, expected", [
     ([], {"CPU": 2}, 2),
     (["runtime.threads_per_worker=2"], {"CPU": 8}, 4),
@@ -27,6 +32,36 @@ def test_gpu_workers_come_first_and_take_fractions():
 ])
 def test_worker_count_fills_the_cluster_by_default(overrides, cluster, expected):
     assert placement.resolve_num_workers(cfg(*overrides), cluster) == expected
+
+
+@pytest.mark.parametrize("overrides, cluster, expected", [
+    ([], {"CPU": 1}, 2),  # the local Ray of a 2-core machine has 1 CPU: the driver (worker 0) and one actor
+    (["runtime.num_workers=3"], {"CPU": 2}, 3),
+    (["runtime.driver_worker=false"], {"CPU": 1}, 1),
+])
+def test_a_computing_driver_counts_as_one_worker(monkeypatch, overrides, cluster, expected):
+    monkeypatch.setattr(placement, "_driver_cpus", 1)  # as init_ray leaves it on a 2-core machine
+    assert placement.resolve_num_workers(cfg(*overrides), cluster) == expected
+
+
+@pytest.mark.parametrize("overrides, eligible", [
+    ([], True),
+    (["runtime.driver_worker=false"], False),
+    (["runtime.mode=async"], False),
+    (["runtime.backend=local"], False),
+    (["runtime.address=auto"], False),  # a cluster's CPUs, the driver's node included, belong to Ray
+    (["runtime.num_workers=2", "runtime.num_gpu_workers=1", "runtime.num_gpus_per_worker=1"], False),
+])
+def test_the_driver_computes_only_in_sync_mode_on_its_own_local_ray(monkeypatch, overrides, eligible):
+    assert placement.driver_may_compute(cfg(*overrides)) is eligible
+    assert not placement.driver_computes(cfg(*overrides))  # no CPUs held back: a Ray someone else started
+    monkeypatch.setattr(placement, "_driver_cpus", 1)
+    assert placement.driver_computes(cfg(*overrides)) is eligible
+
+
+def test_a_job_on_a_cluster_never_has_the_driver_compute(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert not placement.driver_may_compute(cfg())
 
 
 @pytest.mark.parametrize("overrides, cluster, message", [
@@ -72,3 +107,9 @@ def test_lost_workers_get_no_chunks_until_they_return():
     chunks = [Chunk(1, i, ()) for i in range(4)]
     groups = _backend_with([1.0, 1.0, 1.0], alive=[True, False, True])._partition(chunks)
     assert [i for i, _ in groups] == [0, 2] and sum(len(g) for _, g in groups) == 4
+
+
+def test_a_computing_driver_is_named_when_its_actors_cannot_be_placed(monkeypatch):
+    monkeypatch.setattr(placement, "_driver_cpus", 1)
+    with pytest.raises(UserError, match=r"2 worker actors x 1 threads \(worker 0 is the driver itself\) need 2 CPUs"):
+        placement.resolve_num_workers(cfg("runtime.num_workers=3"), {"CPU": 1})
