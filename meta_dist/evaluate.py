@@ -46,6 +46,8 @@ def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data
     shape: dict = {"ways": ways, "shots": shots}
     if family.metric == "mse":
         shape["num_query"] = e.num_query
+    elif e.query_per_class:
+        shape["num_query"] = e.query_per_class
     specs = [family.spec(config.seed, split, 0, i, **shape) for i in range(n)]
     curves = torch.cat([algorithm.eval_chunk(params, specs[i: i + EVAL_CHUNK], e.max_inner_steps, e.inner_lr,
                                              e.transductive_bn) for i in range(0, n, EVAL_CHUNK)])
@@ -60,7 +62,8 @@ def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data
               "nonfinite_tasks": head["nonfinite_tasks"], "split": split, "curve": curve,
               "algorithm": config.algorithm.name, "task": config.task.name}
     if family.metric == "accuracy":
-        result.update(unit="%", ways=ways or config.task.ways, shots=shots or config.task.shots)
+        result.update(unit="%", ways=ways or config.task.ways, shots=shots or config.task.shots,
+                      query_per_class=e.query_per_class or config.task.num_query)
     if family.metric == "mse":
         result.update(shots=shots or config.task.shots)
     if config.task.name == "bandits":  # RL^2's comparison: classic bandit algorithms on the same instances

@@ -52,10 +52,13 @@ def test_store_matches_the_vinyals_split_files(omniglot_store):
 
 def test_protonet_learns_on_real_omniglot(omniglot_store, tmp_path):
     torch.set_num_threads(1)
+    # REFERENCE.md's protocol: one 5-query episode per step
     cfg = config_mod.load("omniglot_protonet", ["steps=100", "runtime.backend=local", "eval.num_tasks=10",
-                                                "checkpoint.every=1000"])
+                                                "checkpoint.every=1000", "task.num_query=5",
+                                                "algorithm.meta_batch_size=1"])
     result = Trainer(config_mod.validate(cfg), tmp_path / "run", data_dir=str(omniglot_store)).run()
-    assert result["ways"] == 5 and result["metric"] == "accuracy"  # eval.ways: trained 20-way, tested 5-way
+    # eval.ways / eval.query_per_class: trained 20-way with 5 queries, tested 5-way with 15
+    assert result["ways"] == 5 and result["query_per_class"] == 15 and result["metric"] == "accuracy"
     from meta_dist import checkpoint
 
     ckpt = checkpoint.load_latest(tmp_path / "run")
