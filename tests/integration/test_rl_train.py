@@ -12,6 +12,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from meta_dist.runtime.faults import ENV
 from tests.conftest import cli
 
 pytestmark = pytest.mark.integration
@@ -25,9 +26,10 @@ TINY = {
 EVAL_TASKS = {"navigation2d_maml": 4, "bandits_rl2": 100}
 
 
-def train(run_dir, config: str, backend: str, *extra: str):
+def train(run_dir, config: str, backend: str, *extra: str, env: dict | None = None):
     sets = [x for item in TINY[config] + ["runtime.backend=" + backend, *extra] for x in ("--set", item)]
-    proc = cli("train", "--config", config, "--steps", str(STEPS), "--run-dir", str(run_dir), *sets, timeout=240)
+    proc = cli("train", "--config", config, "--steps", str(STEPS), "--run-dir", str(run_dir), *sets, timeout=240,
+               env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run_dir / "eval.json").read_text())
 
@@ -44,3 +46,14 @@ def test_rl_training_through_ray_with_two_workers(tmp_path, config):
     if config == "navigation2d_maml":  # the chunks are reproducible wherever they run
         local = train(tmp_path / "local", config, "local")
         assert local["params_sha256"] == result["params_sha256"]
+
+
+def test_a_killed_rollout_worker_costs_nothing_but_time(tmp_path):
+    """The supervised runtime's fault handling, unchanged, on MAML-RL rollouts: the actor (worker 1; the
+    driver is worker 0) is SIGKILLed during step 2, its tasks' rollouts are redone by the driver, and
+    the parameters are bitwise those of the in-process run."""
+    plan = json.dumps({"once_dir": str(tmp_path / "once"), "faults": [{"kind": "kill", "worker": 1, "step": 2}]})
+    faulty = train(tmp_path / "ray", "navigation2d_maml", "ray", "runtime.num_workers=2", env={ENV: plan})
+    assert (tmp_path / "once" / "fault-0").exists(), "the scheduled kill did not fire"
+    assert pq.read_table(tmp_path / "ray" / "metrics.parquet").column("step").to_pylist() == list(range(1, STEPS + 1))
+    assert faulty["params_sha256"] == train(tmp_path / "local", "navigation2d_maml", "local")["params_sha256"]
