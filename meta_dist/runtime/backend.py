@@ -81,6 +81,44 @@ class LocalBackend:
 LOCAL = "driver"  # stands in `RayBackend.workers` for the driver's in-process worker
 
 
+class DriverShare:
+    """How many of a step's chunks the driver keeps (the actors split the rest), chosen by timing the
+    real steps: after `warmup` steps at the even share, every share from none to all is timed for
+    `trials` steps, the fastest (median) is kept, and all are timed again every `refresh` steps, since
+    the machine's load changes. Timing whole steps captures what a model of compute rates would miss:
+    the round trip to an actor, and the driver and the actors slowing each other on shared cores. On a
+    tiny model where a round trip costs more than the compute it moves, the driver keeps everything, so
+    adding a worker does not make a step slower; on Omniglot it settles on the even split."""
+
+    def __init__(self, warmup: int = 10, trials: int = 3, refresh: int = 1000):
+        self.warmup, self.trials, self.refresh = warmup, trials, refresh
+        self.steps = 0
+        self.times: dict[tuple[int, int], list[float]] = {}
+
+    def choose(self, num_chunks: int, even: int) -> int:
+        self.steps += 1
+        if self.steps <= self.warmup:
+            return even
+        if self.steps % self.refresh == 0:
+            self.times.clear()
+        candidates = range(num_chunks + 1)
+        for share in candidates:
+            if len(self.times.get((num_chunks, share), ())) < self.trials:
+                return share
+        return min(candidates, key=lambda share: float(np.median(self.times[(num_chunks, share)])))
+
+    def settling_steps(self, num_chunks: int) -> int:
+        """Steps until the share is chosen (the warm-up, then every share timed)."""
+        return self.warmup + (num_chunks + 1) * self.trials
+
+    def record(self, num_chunks: int, share: int, seconds: float) -> None:
+        if self.steps <= self.warmup:  # first steps run slow (allocations, caches): not a fair timing
+            return
+        samples = self.times.setdefault((num_chunks, share), [])
+        samples.append(seconds)
+        del samples[:-self.trials]
+
+
 class RayBackend:
     """Worker actors (and the driver as worker 0 where it computes), plus a parameter-server actor in
     async mode; fault handling lives in `run_chunks`."""
@@ -104,6 +142,7 @@ class RayBackend:
         else:
             self.server = ray.remote(ParameterServer).options(num_cpus=0, max_restarts=0).remote(config, init_params)
         self.local: ChunkWorker | None = None
+        self.driver_share = DriverShare()
         self._driver_threads = None
         if placement.driver_computes(config):
             import torch
@@ -198,9 +237,18 @@ class RayBackend:
 
     # -- dispatch with re-dispatch and backup tasks ------------------------------------------
     def _partition(self, chunks: list[Chunk]) -> list[tuple[int, list[Chunk]]]:
-        """Contiguous groups of chunks for the live workers, sized by measured throughput."""
+        """Contiguous groups of chunks for the live workers, sized by measured throughput; where the
+        driver computes, its share comes from `driver_share` and the actors split the rest."""
         self._check_revivals()
         live = [i for i, ok in enumerate(self.alive) if ok] or list(range(len(self.workers)))
+        if self.local is not None and len(live) > 1:
+            even = round(len(chunks) / len(live))
+            self._share = self.driver_share.choose(len(chunks), even)
+            return [(0, chunks[:self._share])] + self._split(chunks[self._share:], live[1:])
+        self._share = None
+        return self._split(chunks, live)
+
+    def _split(self, chunks: list[Chunk], live: list[int]) -> list[tuple[int, list[Chunk]]]:
         total = sum(self.weights[i] for i in live)
         groups, start = [], 0
         for n, i in enumerate(live):
@@ -258,6 +306,8 @@ class RayBackend:
                 results.setdefault(r.chunk_id, r)
             local.clear()
 
+        started = time.perf_counter()
+        faulted = False
         for i, group in self._partition(chunks):
             if group:
                 submit(i, group)
@@ -279,6 +329,7 @@ class RayBackend:
                     first_failure = None
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                         ray.exceptions.ObjectLostError) as e:
+                    faulted = True
                     self.lost_workers += 1
                     first_failure = first_failure or time.monotonic()
                     self._mark_lost(index)
@@ -299,10 +350,13 @@ class RayBackend:
                     log.warning("chunk(s) %s of step %d exceeded %g s on worker %d; backup on worker %d",
                                 [c.chunk_id for c in slow], group[0].step, timeout_s, index, backup)
                     backed_up.update(c.chunk_id for c in slow)
+                    faulted = True
                     self.backup_tasks += 1
                     submit(backup, slow)
         for ref in pending:  # stragglers whose chunks were already answered by a backup
             ray.cancel(ref, force=False)
+        if self._share is not None and not faulted:  # a fault's step says nothing about the share
+            self.driver_share.record(len(chunks), self._share, time.perf_counter() - started)
         return [results[c.chunk_id] for c in chunks]
 
     # -- asynchronous-mode primitives: one outstanding call per worker, results as they come ------

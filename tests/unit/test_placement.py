@@ -83,6 +83,10 @@ def _backend_with(weights, alive=None):
     backend = RayBackend.__new__(RayBackend)  # the dispatch policy only, no cluster
     backend.config = cfg("runtime.num_gpu_workers=1", "runtime.num_gpus_per_worker=0.5")
     backend.workers = [object()] * len(weights)
+    backend.local = None
+    from meta_dist.runtime.backend import DriverShare
+
+    backend.driver_share = DriverShare()
     backend.weights = list(weights)
     backend.alive = alive or [True] * len(weights)
     backend._revival = {}
@@ -113,3 +117,40 @@ def test_a_computing_driver_is_named_when_its_actors_cannot_be_placed(monkeypatc
     monkeypatch.setattr(placement, "_driver_cpus", 1)
     with pytest.raises(UserError, match=r"2 worker actors x 1 threads \(worker 0 is the driver itself\) need 2 CPUs"):
         placement.resolve_num_workers(cfg("runtime.num_workers=3"), {"CPU": 1})
+
+
+def test_driver_share_times_every_share_then_keeps_the_fastest():
+    from meta_dist.runtime.backend import DriverShare
+
+    tuner = DriverShare(warmup=2, trials=3, refresh=1000)
+    step_s = {0: 0.010, 1: 0.007, 2: 0.005}  # a tiny model: the driver alone is fastest
+    chosen = []
+    for _ in range(2 + 3 * 3 + 4):
+        share = tuner.choose(2, even=1)
+        chosen.append(share)
+        tuner.record(2, share, step_s[share])
+    assert chosen[:2] == [1, 1]  # warm-up at the even share
+    assert sorted(chosen[2:11]) == [0, 0, 0, 1, 1, 1, 2, 2, 2] and tuner.settling_steps(2) == 11
+    assert chosen[11:] == [2, 2, 2, 2]
+
+
+def test_driver_share_is_timed_again_after_refresh():
+    from meta_dist.runtime.backend import DriverShare
+
+    tuner = DriverShare(warmup=0, trials=1, refresh=5)
+    chosen = []
+    for share_time in ({0: 3.0, 1: 2.0, 2: 1.0}, {0: 1.0, 1: 2.0, 2: 3.0}):  # the machine's load changes
+        for _ in range(4):  # step 5 starts the second round of timings
+            share = tuner.choose(2, even=1)
+            chosen.append(share)
+            tuner.record(2, share, share_time[share])
+    assert chosen == [0, 1, 2, 2, 0, 1, 2, 0]
+
+
+def test_with_the_driver_computing_the_actors_split_what_it_leaves():
+    backend = _backend_with([1.0, 1.0, 1.0])
+    backend.local = object()
+    backend.driver_share.warmup = 0  # type: ignore[attr-defined]
+    chunks = [Chunk(1, i, ()) for i in range(6)]
+    groups = backend._partition(chunks)  # the first untimed share: the driver keeps none
+    assert [(i, [c.chunk_id for c in g]) for i, g in groups] == [(0, []), (1, [0, 1, 2]), (2, [3, 4, 5])]
