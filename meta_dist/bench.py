@@ -119,9 +119,10 @@ def measure_runtime(config: Config, num_workers: int, init: dict, data_dir: str 
 
     cfg = config_mod.with_overrides(config, runtime={"num_workers": num_workers})
     backend = RayBackend(cfg, init, data_dir)
-    # Steady state only: where the driver computes, its share is settled by timing the first steps.
+    # Steady state only: where the driver computes beside actors, its share is settled by timing steps.
     num_chunks = -(-cfg.algorithm.meta_batch_size // cfg.runtime.chunk_size)
-    warmup = WARMUP_STEPS + (backend.driver_share.settling_steps(num_chunks) if backend.local is not None else 0)
+    tuned = backend.local is not None and backend.num_workers > 1
+    warmup = WARMUP_STEPS + (backend.driver_share.settling_steps(num_chunks) if tuned else 0)
     try:
         for step in range(1, warmup + 1):
             timed_step(backend, family, cfg, step)

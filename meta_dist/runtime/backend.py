@@ -243,9 +243,8 @@ class RayBackend:
         live = [i for i, ok in enumerate(self.alive) if ok] or list(range(len(self.workers)))
         if self.local is not None and len(live) > 1:
             even = round(len(chunks) / len(live))
-            self._share = self.driver_share.choose(len(chunks), even)
-            return [(0, chunks[:self._share])] + self._split(chunks[self._share:], live[1:])
-        self._share = None
+            share = self.driver_share.choose(len(chunks), even)
+            return [(0, chunks[:share])] + self._split(chunks[share:], live[1:])
         return self._split(chunks, live)
 
     def _split(self, chunks: list[Chunk], live: list[int]) -> list[tuple[int, list[Chunk]]]:
@@ -308,7 +307,10 @@ class RayBackend:
 
         started = time.perf_counter()
         faulted = False
-        for i, group in self._partition(chunks):
+        groups = self._partition(chunks)
+        # The driver's share was chosen by `driver_share` when it computes beside live actors.
+        timed_share = len(groups[0][1]) if self.local is not None and len(groups) > 1 else None
+        for i, group in groups:
             if group:
                 submit(i, group)
         run_local()
@@ -355,8 +357,8 @@ class RayBackend:
                     submit(backup, slow)
         for ref in pending:  # stragglers whose chunks were already answered by a backup
             ray.cancel(ref, force=False)
-        if self._share is not None and not faulted:  # a fault's step says nothing about the share
-            self.driver_share.record(len(chunks), self._share, time.perf_counter() - started)
+        if timed_share is not None and not faulted:  # a fault's step says nothing about the share
+            self.driver_share.record(len(chunks), timed_share, time.perf_counter() - started)
         return [results[c.chunk_id] for c in chunks]
 
     # -- asynchronous-mode primitives: one outstanding call per worker, results as they come ------
