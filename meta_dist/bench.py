@@ -39,6 +39,7 @@ from meta_dist.errors import UserError
 from meta_dist.tasks.spec import TaskBatch, TaskFamily, derive_seed
 
 WARMUP_STEPS = 2
+MAX_SETTLING_S = 120.0  # the driver's share settles after its warm-up and a few rounds of trials
 SUPERVISED_TASKS = ("sinusoid", "omniglot", "miniimagenet", "cifarfs")
 IMAGE_TASKS = ("omniglot", "miniimagenet", "cifarfs")
 
@@ -101,6 +102,7 @@ class StepTiming:
     wait_s: float
     aggregation_s: float
     num_tasks: int
+    driver_chunks: int
 
 
 def timed_step(backend, family: TaskFamily, cfg: Config, step: int) -> StepTiming:
@@ -109,8 +111,9 @@ def timed_step(backend, family: TaskFamily, cfg: Config, step: int) -> StepTimin
 
     o = sync_step(backend, family, cfg, step)
     busy = [o.busy_s.get(i, 0.0) for i in range(backend.num_workers)]
+    driver_chunks = sum(r.worker_id == 0 for r in o.results) if backend.local is not None else 0
     return StepTiming(o.step_s, o.specs_s, o.compute_s, o.compute_s - sum(busy) / len(busy), o.aggregate_s,
-                      o.num_tasks)
+                      o.num_tasks, driver_chunks)
 
 
 def measure_runtime(config: Config, num_workers: int, init: dict, data_dir: str | None, family: TaskFamily,
@@ -120,13 +123,15 @@ def measure_runtime(config: Config, num_workers: int, init: dict, data_dir: str 
     cfg = config_mod.with_overrides(config, runtime={"num_workers": num_workers})
     backend = RayBackend(cfg, init, data_dir)
     # Steady state only: where the driver computes beside actors, its share is settled by timing steps.
-    num_chunks = -(-cfg.algorithm.meta_batch_size // cfg.runtime.chunk_size)
     tuned = backend.local is not None and backend.num_workers > 1
-    warmup = WARMUP_STEPS + (backend.driver_share.settling_steps(num_chunks) if tuned else 0)
     try:
-        for step in range(1, warmup + 1):
+        step = 0
+        settle_until = time.perf_counter() + MAX_SETTLING_S
+        while step < WARMUP_STEPS or (tuned and not backend.driver_share.settled and time.perf_counter() < settle_until):
+            step += 1
             timed_step(backend, family, cfg, step)
-        timings, step, start = [], warmup, time.perf_counter()
+        channels = len(backend.channels)
+        timings, start = [], time.perf_counter()
         while time.perf_counter() - start < duration_s:
             step += 1
             timing = timed_step(backend, family, cfg, step)
@@ -134,7 +139,7 @@ def measure_runtime(config: Config, num_workers: int, init: dict, data_dir: str 
         elapsed = time.perf_counter() - start
     finally:
         backend.shutdown()
-    return summarize(num_workers, timings, elapsed)
+    return {**summarize(num_workers, timings, elapsed), "compiled_channels": channels}
 
 
 def summarize(num_workers: int, timings: list[StepTiming], elapsed_s: float) -> dict:
@@ -143,6 +148,8 @@ def summarize(num_workers: int, timings: list[StepTiming], elapsed_s: float) -> 
     communication = mean["step_s"] - mean["compute_s"] - mean["aggregation_s"] - mean["specs_s"]
     return {"workers": num_workers, "tasks_per_s": sum(t.num_tasks for t in timings) / elapsed_s,
             "steps": len(timings), "step_ms": 1000 * mean["step_s"],
+            "step_ms_median": 1000 * float(np.median([t.step_s for t in timings])),
+            "driver_chunks_per_step": float(np.mean([t.driver_chunks for t in timings])),
             "overhead_ms_per_step": 1000 * (mean["step_s"] - mean["compute_s"]),
             "time_split": {"compute_s": mean["compute_s"], "wait_s": mean["wait_s"],
                            "communication_s": communication, "aggregation_s": mean["aggregation_s"],
@@ -225,7 +232,7 @@ def describe(config: Config, data_label: str) -> dict:
             "task": t.name, "ways": t.ways, "shots": t.shots, "num_query": t.num_query,
             "meta_batch_size": a.meta_batch_size, "inner_steps": a.inner_steps, "chunk_size": config.runtime.chunk_size,
             "threads_per_worker": config.runtime.threads_per_worker, "model": m.name, "data": data_label,
-            "driver_worker": placement.driver_computes(config),
+            "driver_worker": placement.driver_computes(config), "compiled_graph": placement.compiled_may_apply(config),
             "reference_threads": torch.get_num_threads(),
             "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
                          "ray": importlib.metadata.version("ray"), "python": platform.python_version()}}
@@ -288,23 +295,25 @@ def format_table(report: dict) -> str:
              f"hardware: {hw['cpu']}, {hw['cores']} cores; torch {hw['torch']}, "
              f"ray {hw['ray']}",
              "workers: " + ("the driver computes as worker 0, the others are actors" if w["driver_worker"]
-                            else "all actors (runtime.driver_worker off, or not applicable)"),
+                            else "all actors (runtime.driver_worker off, or not applicable)")
+             + ("; actors reached through compiled channels" if w["compiled_graph"] else "; ordinary actor calls"),
              f"reference (one process, per-task loop, {w['reference_threads']} torch threads): "
              f"{report['reference_tasks_per_s']:.1f} tasks/s",
              "",
-             f"{'workers':>7} {'tasks/s':>8} {'vs ref':>7} {'effic.':>7} {'step ms':>8} {'overhd ms':>9} "
-             f"| {'compute':>8} {'wait':>6} {'comm':>6} {'aggr':>6} {'specs':>6} (ms/step)"]
+             f"{'workers':>7} {'tasks/s':>8} {'vs ref':>7} {'effic.':>7} {'step ms':>8} {'median':>7} "
+             f"{'overhd ms':>9} {'drv ch':>6} | {'compute':>8} {'wait':>6} {'comm':>6} {'aggr':>6} {'specs':>6} (ms/step)"]
     for r in report["results"]:
         s = {k: 1000 * v for k, v in r["time_split"].items()}
         lines.append(f"{r['workers']:>7} {r['tasks_per_s']:>8.1f} {r['speedup_vs_reference']:>6.2f}x "
-                     f"{r['scaling_efficiency']:>7.2f} {r['step_ms']:>8.1f} {r['overhead_ms_per_step']:>9.1f} "
-                     f"| {s['compute_s']:>8.1f} {s['wait_s']:>6.1f} {s['communication_s']:>6.1f} "
-                     f"{s['aggregation_s']:>6.1f} {s['specs_s']:>6.1f}")
+                     f"{r['scaling_efficiency']:>7.2f} {r['step_ms']:>8.2f} {r['step_ms_median']:>7.2f} "
+                     f"{r['overhead_ms_per_step']:>9.2f} {r['driver_chunks_per_step']:>6.2f} "
+                     f"| {s['compute_s']:>8.2f} {s['wait_s']:>6.2f} {s['communication_s']:>6.2f} "
+                     f"{s['aggregation_s']:>6.2f} {s['specs_s']:>6.2f}")
     for prev, r in zip(report["results"], report["results"][1:]):
         if r["step_ms"] > prev["step_ms"]:
             lines.append(f"note: a step with {r['workers']} workers took longer than with {prev['workers']}")
     lines.append(f"efficiency: tasks/s per worker relative to {w['scaling_base_workers']} worker(s); "
-                 f"wait = mean idle of a worker behind the slowest")
+                 f"drv ch = chunks the driver computed per step; wait = mean idle of a worker behind the slowest")
     return "\n".join(lines)
 
 

@@ -100,6 +100,11 @@ class RuntimeConfig:
     worker's share of every step in-process while the actors compute theirs, and Ray gets one worker's
     CPUs fewer. Saves a Ray round trip per step (measured on 2 cores: 9.4 -> 6.1 ms per sinusoid step).
     Off when joining a cluster (the driver's node's CPUs belong to Ray there) and in async mode."""
+    compiled_graph: bool = True
+    """Synchronous mode, CPU workers: reach actors on the driver's node through a Ray Compiled Graph
+    each (shared-memory channels; measured round trip 0.07 ms against 0.8 ms for an ordinary actor
+    call). A fault on that path falls back to ordinary calls for the step; a worker whose chunk outlives
+    `chunk_timeout_s` there is restarted."""
     threads_per_worker: int = 1
     """Intra-op threads per CPU worker (workers x threads never exceeds the cores)."""
     num_gpus_per_worker: float = 0.0

@@ -38,6 +38,14 @@ def driver_may_compute(config: Config) -> bool:
             and not cluster_address(config))
 
 
+def compiled_may_apply(config: Config) -> bool:
+    """Whether synchronous steps may reach actors through compiled channels (`runtime.compiled_graph`):
+    synchronous, CPU workers only. `RayBackend` opens them only to actors on the driver's own node,
+    where shared memory reaches; elsewhere, and in async mode, actors take ordinary calls."""
+    r = config.runtime
+    return r.compiled_graph and r.backend == "ray" and r.mode == "sync" and r.num_gpu_workers == 0
+
+
 _driver_cpus = 0
 """CPUs that the local Ray started by `init_ray` holds back for the driver's own worker (0: none)."""
 

@@ -32,6 +32,9 @@ def check_report(report: dict, workers: list[int]) -> None:
         assert r["time_split"]["compute_s"] > 0 and r["time_split"]["aggregation_s"] > 0
         assert r["time_split"]["wait_s"] >= 0
         assert r["overhead_ms_per_step"] == pytest.approx(r["step_ms"] - 1000 * r["time_split"]["compute_s"])
+        assert r["step_ms_median"] > 0 and r["compiled_channels"] in range(r["workers"])
+        chunks = -(-w["meta_batch_size"] // w["chunk_size"])
+        assert 0 <= r["driver_chunks_per_step"] <= (chunks if w["driver_worker"] else 0)
     assert report["results"][0]["scaling_efficiency"] == pytest.approx(1.0)
 
 
@@ -41,6 +44,9 @@ def test_sinusoid_bench_prints_exactly_one_json_object():
     report = json.loads(proc.stdout)  # json.loads rejects anything after the one object
     check_report(report, [1, 2])
     assert report["workload"]["config"] == "sinusoid_maml" and report["workload"]["algorithm"] == "maml"
+    # On this machine's own Ray: the driver is worker 0 and reaches its one actor through a compiled channel.
+    assert report["workload"]["driver_worker"] and report["workload"]["compiled_graph"]
+    assert [r["compiled_channels"] for r in report["results"]] == [0, 1]
 
 
 def test_omniglot_bench_runs_on_the_synthetic_store_with_overrides():

@@ -36,10 +36,13 @@ def own_local_ray(monkeypatch):
 
 
 def test_driver_and_one_actor_reproduce_the_in_process_run_bitwise(tmp_path, reference):
-    trainer = Trainer(small_config(*DRIVER_AND_ONE_ACTOR), tmp_path / "run")
+    channels = []
+    trainer = Trainer(small_config(*DRIVER_AND_ONE_ACTOR), tmp_path / "run",
+                      on_step=lambda step, row: channels.append(sorted(trainer.backend.channels)))
     trainer.run()
     backend = trainer.backend
     assert backend.local is not None and backend.workers[0] is LOCAL and len(backend.workers) == 2
+    assert channels == [[1]] * 12  # the actor, on the driver's node, is reached through a compiled channel
     assert [info["worker_id"] for info in backend.worker_info] == [0, 1]
     assert backend.worker_info[0]["pid"] != backend.worker_info[1]["pid"]
     assert final_digest(tmp_path / "run") == reference

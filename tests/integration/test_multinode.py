@@ -39,6 +39,7 @@ def test_workers_land_on_every_node_and_survive_a_node_loss(tmp_path, cluster):
     trainer.run()
     node_ids = {info["node_id"] for info in trainer.backend.worker_info}
     assert len(node_ids) == 3, "SPREAD placement should put one worker on each node"
+    assert not trainer.backend.compiled  # compiled channels serve only actors on the driver's node
     assert trainer.backend.lost_workers >= 1
     assert pq.read_table(tmp_path / "run" / "metrics.parquet").column("step").to_pylist() == list(range(1, 13))
     assert final_digest(tmp_path / "run") == final_digest(reference_dir)

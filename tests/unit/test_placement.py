@@ -119,38 +119,68 @@ def test_a_computing_driver_is_named_when_its_actors_cannot_be_placed(monkeypatc
         placement.resolve_num_workers(cfg("runtime.num_workers=3"), {"CPU": 1})
 
 
-def test_driver_share_times_every_share_then_keeps_the_fastest():
-    from meta_dist.runtime.backend import DriverShare
-
-    tuner = DriverShare(warmup=2, trials=3, refresh=1000)
-    step_s = {0: 0.010, 1: 0.007, 2: 0.005}  # a tiny model: the driver alone is fastest
+def _drive(tuner, step_s: dict[int, float], steps: int, num_chunks: int = 2, even: int = 1) -> list[int]:
+    """Shares the tuner picks over `steps` steps whose time depends only on the share."""
     chosen = []
-    for _ in range(2 + 3 * 3 + 4):
-        share = tuner.choose(2, even=1)
+    for _ in range(steps):
+        share = tuner.choose(num_chunks, even)
         chosen.append(share)
-        tuner.record(2, share, step_s[share])
-    assert chosen[:2] == [1, 1]  # warm-up at the even share
-    assert sorted(chosen[2:11]) == [0, 0, 0, 1, 1, 1, 2, 2, 2] and tuner.settling_steps(2) == 11
-    assert chosen[11:] == [2, 2, 2, 2]
+        tuner.record(num_chunks, share, step_s[share])
+    return chosen
 
 
-def test_driver_share_is_timed_again_after_refresh():
+def test_driver_share_times_the_shares_in_turn_then_keeps_the_fastest():
     from meta_dist.runtime.backend import DriverShare
 
-    tuner = DriverShare(warmup=0, trials=1, refresh=5)
-    chosen = []
-    for share_time in ({0: 3.0, 1: 2.0, 2: 1.0}, {0: 1.0, 1: 2.0, 2: 3.0}):  # the machine's load changes
-        for _ in range(4):  # step 5 starts the second round of timings
-            share = tuner.choose(2, even=1)
-            chosen.append(share)
-            tuner.record(2, share, share_time[share])
-    assert chosen == [0, 1, 2, 2, 0, 1, 2, 0]
+    tuner = DriverShare(warmup=2, warmup_s=0.0, trials=3, refresh=1000, margin=1.25)
+    step_s = {0: 0.0050, 1: 0.0052, 2: 0.0055}  # close: nothing is dropped early
+    chosen = _drive(tuner, step_s, 2 + 3 * 3 + 4)
+    assert chosen[:2] == [1, 1]  # warm-up at the even share
+    assert chosen[2:11] == [0, 1, 2] * 3  # one step each, in turn, so drift hits every share alike
+    assert tuner.settled and chosen[11:] == [0, 0, 0, 0]
+
+
+def test_driver_share_drops_clear_losers_after_three_rounds():
+    from meta_dist.runtime.backend import DriverShare
+
+    tuner = DriverShare(warmup=0, warmup_s=0.0, trials=5, refresh=1000, margin=1.25)
+    chosen = _drive(tuner, {0: 0.010, 1: 0.004, 2: 0.006}, 9 + 3)  # shares 0 and 2 are >= 1.5x slower
+    assert chosen[:9] == [0, 1, 2] * 3 and tuner.settled and chosen[9:] == [1, 1, 1]
+
+
+def test_driver_share_warms_up_for_a_minimum_time_at_the_even_share():
+    from meta_dist.runtime.backend import DriverShare
+
+    tuner = DriverShare(warmup=2, warmup_s=0.05, trials=1, refresh=1000)
+    chosen = _drive(tuner, {0: 0.01, 1: 0.01, 2: 0.01}, 7)
+    assert chosen == [1, 1, 1, 1, 1, 0, 1]  # 5 steps of 10 ms reach 50 ms
+
+
+def test_a_step_without_a_timing_repeats_its_share():
+    from meta_dist.runtime.backend import DriverShare
+
+    tuner = DriverShare(warmup=0, warmup_s=0.0, trials=2, refresh=1000)
+    assert tuner.choose(2, even=1) == 0
+    assert tuner.choose(2, even=1) == 0  # the faulted step recorded nothing: share 0 again
+    tuner.record(2, 0, 0.01)
+    assert tuner.choose(2, even=1) == 1
+
+
+def test_driver_share_stays_fixed_until_refresh_then_is_timed_again():
+    from meta_dist.runtime.backend import DriverShare
+
+    tuner = DriverShare(warmup=0, warmup_s=0.0, trials=1, refresh=5)
+    first = _drive(tuner, {0: 3.0, 1: 2.0, 2: 1.0}, 3 + 4)
+    assert first == [0, 1, 2, 2, 2, 2, 2]
+    # The machine's load changes: the choice holds until `refresh` steps have passed, then all are re-timed.
+    second = _drive(tuner, {0: 1.0, 1: 2.0, 2: 3.0}, 1 + 3 + 2)
+    assert second == [2, 0, 1, 2, 0, 0]
 
 
 def test_with_the_driver_computing_the_actors_split_what_it_leaves():
     backend = _backend_with([1.0, 1.0, 1.0])
     backend.local = object()
-    backend.driver_share.warmup = 0  # type: ignore[attr-defined]
+    backend.driver_share.warmup, backend.driver_share.warmup_s = 0, 0.0  # type: ignore[attr-defined]
     chunks = [Chunk(1, i, ()) for i in range(6)]
     groups = backend._partition(chunks)  # the first untimed share: the driver keeps none
     assert [(i, [c.chunk_id for c in g]) for i, g in groups] == [(0, []), (1, [0, 1, 2]), (2, [3, 4, 5])]

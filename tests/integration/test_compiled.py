@@ -1,0 +1,103 @@
+"""Compiled channels (`runtime.compiled_graph`): actors on the driver's node take a synchronous step's
+chunks through a Ray Compiled Graph each. The invariants are those of ordinary actor calls: bitwise the
+in-process parameters, and a lost or late worker absorbed, here by falling back to ordinary calls and
+compiling the worker's channel again once it is back."""
+import json
+import logging
+import time
+
+import pytest
+
+from meta_dist.runtime.driver import Trainer
+from meta_dist.runtime.faults import ENV
+from tests.helpers.runs import final_digest, small_config, train
+
+pytestmark = pytest.mark.integration
+
+TWO_ACTORS = ("runtime.backend=ray", "runtime.num_workers=2")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    train(run_dir, "runtime.backend=local")
+    return final_digest(run_dir)
+
+
+def _faults(monkeypatch, tmp_path, *items):
+    monkeypatch.setenv(ENV, json.dumps({"once_dir": str(tmp_path / "once"), "faults": list(items)}))
+
+
+class ChannelLog:
+    """`on_step` hook: which workers had a compiled channel after each step; at `wait_at`, waits (up
+    to 60 s) for every lost worker's restarted actor to answer, so the next step can take it back."""
+
+    def __init__(self, wait_at: int | None = None):
+        self.wait_at, self.trainer, self.after = wait_at, None, {}
+
+    def __call__(self, step, row):
+        backend = self.trainer.backend
+        self.after[step] = sorted(backend.channels)
+        if step == self.wait_at:
+            import ray
+
+            deadline = time.monotonic() + 60
+            lost = [w for w, ok in zip(backend.workers, backend.alive) if not ok]
+            while lost and time.monotonic() < deadline:
+                try:
+                    ray.get([w.ping.remote() for w in lost], timeout=5)
+                    break
+                except ray.exceptions.RayError:
+                    time.sleep(0.2)
+
+
+def run(run_dir, *overrides, wait_at=None):
+    hook = ChannelLog(wait_at)
+    trainer = hook.trainer = Trainer(small_config(*overrides), run_dir, on_step=hook)
+    trainer.run()
+    return trainer, hook.after
+
+
+def test_actors_take_steps_through_compiled_channels_bitwise(tmp_path, ray_local, reference):
+    trainer, after = run(tmp_path / "run", *TWO_ACTORS)
+    assert all(channels == [0, 1] for channels in after.values()), after
+    assert trainer.backend.channels == {}  # closed at shutdown
+    assert final_digest(tmp_path / "run") == reference
+
+
+def test_with_compiled_graph_off_actors_take_ordinary_calls_bitwise(tmp_path, ray_local, reference):
+    _, after = run(tmp_path / "run", *TWO_ACTORS, "runtime.compiled_graph=false")
+    assert all(channels == [] for channels in after.values())
+    assert final_digest(tmp_path / "run") == reference
+
+
+def test_async_mode_never_opens_channels(tmp_path, ray_local):
+    _, after = run(tmp_path / "run", *TWO_ACTORS, "runtime.mode=async")
+    assert all(channels == [] for channels in after.values())
+
+
+def test_worker_killed_on_its_channel_is_absorbed_then_its_channel_reopens(tmp_path, ray_local, reference,
+                                                                           monkeypatch, caplog):
+    _faults(monkeypatch, tmp_path, {"kind": "kill", "worker": 1, "step": 3})
+    with caplog.at_level(logging.WARNING, logger="meta_dist"):
+        trainer, after = run(tmp_path / "run", *TWO_ACTORS, wait_at=6)
+    assert any("worker 1 lost during step 3" in r.getMessage() and r.getMessage().endswith("to worker 0")
+               for r in caplog.records)
+    assert after[2] == [0, 1] and after[3] == [0]  # its chunks went to worker 0 through an ordinary call
+    assert after[12] == [0, 1]  # compiled again once the restarted actor answered
+    assert trainer.backend.lost_workers == 1
+    assert final_digest(tmp_path / "run") == reference
+
+
+def test_late_chunk_on_a_channel_gets_a_backup_and_its_worker_is_restarted(tmp_path, ray_local, reference,
+                                                                          monkeypatch, caplog):
+    _faults(monkeypatch, tmp_path, {"kind": "hang", "worker": 0, "step": 2, "chunk": 0, "seconds": 30})
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="meta_dist"):
+        trainer, after = run(tmp_path / "run", *TWO_ACTORS, "runtime.chunk_timeout_s=1.5", wait_at=5)
+    assert any("exceeded 1.5 s on worker 0; backup on worker 1" in r.getMessage() for r in caplog.records)
+    assert after[1] == [0, 1] and after[2] == [1]
+    assert after[12] == [0, 1]
+    assert trainer.backend.backup_tasks == 1 and trainer.backend.lost_workers == 0
+    assert time.monotonic() - start < 30, "the run waited for the hung chunk instead of restarting its worker"
+    assert final_digest(tmp_path / "run") == reference
