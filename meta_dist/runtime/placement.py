@@ -79,7 +79,11 @@ def init_ray(config: Config) -> bool:
         global _driver_cpus
         cpus, threads = local_cpus(), config.runtime.threads_per_worker
         _driver_cpus = threads if driver_may_compute(config) and cpus >= threads else 0
-        ray.init(num_cpus=cpus - _driver_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        # Ray starts worker processes at niceness 15, below the driver. Here the actors are half of every
+        # synchronous step, beside a driver that computes too: at 15 each wake-up of Ray's own processes
+        # lands on them (measured on 2 cores, Omniglot: the actor 10% slower, 144.5 -> 154.9 tasks/s at 0).
+        ray.init(num_cpus=cpus - _driver_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 _system_config={"worker_niceness": 0}, **common)
         return True
     if address.startswith("http://") or address.startswith("https://"):
         raise UserError(f"--address {address} is a Jobs API URL; use `meta-dist submit --address {address}` "

@@ -44,7 +44,7 @@ class ChunkWorker:
 
     def ping(self) -> dict:
         info = {"worker_id": self.worker_id, "pid": os.getpid(), "device": str(self.device),
-                "threads": torch.get_num_threads(), "node_id": ""}
+                "threads": torch.get_num_threads(), "niceness": os.nice(0), "node_id": ""}
         try:
             import ray  # only to report placement; the worker's logic never depends on it
 

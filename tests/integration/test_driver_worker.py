@@ -45,6 +45,7 @@ def test_driver_and_one_actor_reproduce_the_in_process_run_bitwise(tmp_path, ref
     assert channels == [[1]] * 12  # the actor, on the driver's node, is reached through a compiled channel
     assert [info["worker_id"] for info in backend.worker_info] == [0, 1]
     assert backend.worker_info[0]["pid"] != backend.worker_info[1]["pid"]
+    assert backend.worker_info[1]["niceness"] == 0  # the run's own Ray: actors at the driver's priority
     assert final_digest(tmp_path / "run") == reference
     assert placement._driver_cpus == 0  # released with the Ray it started
 
