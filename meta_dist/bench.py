@@ -252,36 +252,48 @@ def run(args: argparse.Namespace) -> dict:
     counts = parse_workers(args.workers)
     config = bench_config(args)
     check_local_capacity(config, counts)
-    # One Ray session for every worker count: each RayBackend reuses it and its shutdown leaves it up.
-    started = placement.init_ray(config)
-    try:
-        driver = int(placement.driver_computes(config))
-        check_capacity(config, counts, placement.cluster_resources().get("CPU", 0.0), "the Ray cluster", driver)
-        return _run(args, config, counts)
-    finally:
-        if started:
-            placement.shutdown_ray()
-
-
-def _run(args: argparse.Namespace, config: Config, counts: list[int]) -> dict:
-    with workload_data(config, args.data) as (data_dir, data_label):
+    with workload_data(config, args.data) as (data_dir, data_label), contextlib.ExitStack() as ray_session:
         family = tasks.build(config, data_dir)
         algorithm = algorithms.build(config, family)
         init = algorithm.init_params(derive_seed("init", config.seed))
+        # The reference runs on a quiet machine: before a local Ray starts (its start-up and prestarted
+        # workers took up to a fifth of the reference's speed when it ran after), or once a cluster
+        # address has been checked, so a bad one fails at once.
+        joined = bool(placement.cluster_address(config))
+        if joined:
+            ray_session.enter_context(_ray(config, counts))
         note(f"reference loop ({torch.get_num_threads()} torch threads), {args.duration_s:g} s")
         reference = measure_reference(ReferenceLoop(config, family, algorithm.model, init), args.duration_s)
+        if not joined:
+            ray_session.enter_context(_ray(config, counts))
         results = []
         for n in counts:
             note(f"{n} worker(s), {args.duration_s:g} s")
             results.append(measure_runtime(config, n, init, data_dir, family, args.duration_s))
         note("done")
-    workload = describe(config, data_label)
+        workload = describe(config, data_label)
     base = results[0]["tasks_per_s"] / results[0]["workers"]
     for r in results:
         r["speedup_vs_reference"] = r["tasks_per_s"] / reference
         r["scaling_efficiency"] = r["tasks_per_s"] / (r["workers"] * base)
     return {"workload": {**workload, "duration_s": args.duration_s, "scaling_base_workers": counts[0]},
             "reference_tasks_per_s": reference, "results": results}
+
+
+@contextlib.contextmanager
+def _ray(config: Config, counts: list[int]):
+    """One Ray session for every worker count (each RayBackend reuses it; its shutdown leaves it up),
+    checked to hold the largest count."""
+    from meta_dist.runtime import placement
+
+    started = placement.init_ray(config)
+    try:
+        driver = int(placement.driver_computes(config))
+        check_capacity(config, counts, placement.cluster_resources().get("CPU", 0.0), "the Ray cluster", driver)
+        yield
+    finally:
+        if started:
+            placement.shutdown_ray()
 
 
 def format_table(report: dict) -> str:
