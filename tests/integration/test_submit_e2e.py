@@ -123,3 +123,21 @@ def _config_error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines()
             if line.startswith("meta-dist: error:") and "nonsense" in line
             and ("unknown config key" in line or "not a config section" in line)]
+
+
+@pytest.mark.integration
+def test_bench_runs_as_a_ray_job_and_prints_its_json_report(ray_head: str, capfd: pytest.CaptureFixture) -> None:
+    import json
+
+    entrypoint = "python jobs/bench.py --config sinusoid_maml --workers 1,2 --duration-s 2 --json"
+    rc = jobs_client.submit([], ray_head, follow=True, storage=None, working_dir=REPO_ROOT, entrypoint=entrypoint)
+    out, err = capfd.readouterr()
+    assert rc == 0, out[-4000:] + err[-2000:]
+    (line,) = [line for line in out.splitlines() if line.startswith('{"workload"')]
+    report = json.loads(line)
+    assert [r["workers"] for r in report["results"]] == [1, 2]
+    assert all(r["tasks_per_s"] > 0 for r in report["results"]) and report["reference_tasks_per_s"] > 0
+    # A job joins the head's cluster: every worker is an actor, on the driver's node, so each actor is
+    # reached through its compiled channel.
+    assert not report["workload"]["driver_worker"] and report["workload"]["compiled_graph"]
+    assert [r["compiled_channels"] for r in report["results"]] == [1, 2]
