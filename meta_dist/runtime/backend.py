@@ -393,7 +393,10 @@ class RayBackend:
             if self.workers[index] is LOCAL:
                 local.extend(group)  # computed by this process once the actors have theirs
             elif fast:
-                compiled.append((index, self.channels[index].submit(handle, group), group, time.monotonic()))
+                try:
+                    compiled.append((index, self.channels[index].submit(handle, group), group, time.monotonic()))
+                except lost_errors as e:  # the actor died since the last step: "Channel closed"
+                    lost(index, group, e)
             else:
                 ref = self.workers[index].run_chunks.remote(self._call_params(handle), group)
                 pending[ref] = (index, group, time.monotonic())

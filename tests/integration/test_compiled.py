@@ -101,3 +101,23 @@ def test_late_chunk_on_a_channel_gets_a_backup_and_its_worker_is_restarted(tmp_p
     assert trainer.backend.backup_tasks == 1 and trainer.backend.lost_workers == 0
     assert time.monotonic() - start < 30, "the run waited for the hung chunk instead of restarting its worker"
     assert final_digest(tmp_path / "run") == reference
+
+
+def test_worker_lost_between_steps_is_absorbed_when_its_channel_is_next_written(tmp_path, ray_local, reference,
+                                                                                caplog):
+    import ray
+
+    hook = ChannelLog()
+
+    def kill_after_step_3(step, row):
+        hook(step, row)
+        if step == 3:
+            ray.kill(hook.trainer.backend.workers[1], no_restart=False)
+            time.sleep(2)  # the death reaches the channel before step 4 writes to it
+
+    trainer = hook.trainer = Trainer(small_config(*TWO_ACTORS), tmp_path / "run", on_step=kill_after_step_3)
+    with caplog.at_level(logging.WARNING, logger="meta_dist"):
+        trainer.run()
+    assert any("worker 1 lost during step 4" in r.getMessage() for r in caplog.records)
+    assert hook.after[3] == [0, 1] and hook.after[4] == [0]
+    assert final_digest(tmp_path / "run") == reference
