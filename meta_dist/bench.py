@@ -125,9 +125,9 @@ def measure_runtime(config: Config, num_workers: int, init: dict, data_dir: str 
     # Steady state only: where the driver computes beside actors, its share is settled by timing steps.
     tuned = backend.local is not None and backend.num_workers > 1
     try:
-        step = 0
-        settle_until = time.perf_counter() + MAX_SETTLING_S
-        while step < WARMUP_STEPS or (tuned and not backend.driver_share.settled and time.perf_counter() < settle_until):
+        step, settle_until = 0, time.perf_counter() + MAX_SETTLING_S
+        while step < WARMUP_STEPS or (tuned and not backend.driver_share.settled
+                                      and time.perf_counter() < settle_until):
             step += 1
             timed_step(backend, family, cfg, step)
         channels = len(backend.channels)
@@ -313,7 +313,8 @@ def format_table(report: dict) -> str:
              f"{report['reference_tasks_per_s']:.1f} tasks/s",
              "",
              f"{'workers':>7} {'tasks/s':>8} {'vs ref':>7} {'effic.':>7} {'step ms':>8} {'median':>7} "
-             f"{'overhd ms':>9} {'drv ch':>6} | {'compute':>8} {'wait':>6} {'comm':>6} {'aggr':>6} {'specs':>6} (ms/step)"]
+             f"{'overhd ms':>9} {'drv ch':>6} | {'compute':>8} {'wait':>6} {'comm':>6} {'aggr':>6} {'specs':>6} "
+             "(ms/step)"]
     for r in report["results"]:
         s = {k: 1000 * v for k, v in r["time_split"].items()}
         lines.append(f"{r['workers']:>7} {r['tasks_per_s']:>8.1f} {r['speedup_vs_reference']:>6.2f}x "

@@ -46,3 +46,28 @@ def cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path | N
     full_env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **(env or {})}
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, env=full_env,
                           cwd=cwd or REPO)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """Final parameters digest of the fault-free in-process small run (tests/helpers/runs.py), which
+    every distributed or faulty run of the same config must reproduce bitwise."""
+    from tests.helpers.runs import final_digest, train
+
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    train(run_dir, "runtime.backend=local")
+    return final_digest(run_dir)
+
+
+@pytest.fixture
+def faults(tmp_path, monkeypatch):
+    """`faults(*items)` installs a scheduled fault plan (runtime/faults.py) for this test; returns the
+    directory of its fire-once markers."""
+    import json
+
+    from meta_dist.runtime.faults import ENV
+
+    def install(*items):
+        monkeypatch.setenv(ENV, json.dumps({"once_dir": str(tmp_path / "once"), "faults": list(items)}))
+        return tmp_path / "once"
+    return install

@@ -38,7 +38,6 @@ from meta_dist.runtime.worker import ChunkWorker
 
 log = logging.getLogger("meta_dist")
 INLINE_BYTES = 64 * 1024  # below this, Ray inlines call arguments; above, one put per version
-CHANNEL_SETUP_TIMEOUT_S = 60.0
 
 
 class LocalBackend:
@@ -257,7 +256,8 @@ class RayBackend:
             self._channels_off()
             return
         try:
-            self.channels[index] = CompiledChannel(self.ray, self.workers[index], CHANNEL_SETUP_TIMEOUT_S)
+            self.channels[index] = CompiledChannel(self.ray, self.workers[index],
+                                                   self.config.runtime.placement_timeout_s)
         except Exception as e:
             log.warning("compiled channel to worker %d failed (%s: %s); using ordinary actor calls",
                         index, type(e).__name__, e)

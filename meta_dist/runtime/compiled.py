@@ -28,7 +28,7 @@ WAIT_FOREVER = -1
 class CompiledChannel:
     """`actor.run_chunks(params, chunks)` as a compiled graph of one actor."""
 
-    def __init__(self, ray, actor, warmup_timeout_s: float):
+    def __init__(self, ray, actor, setup_timeout_s: float):
         from ray.dag import InputNode
 
         self.ray = ray
@@ -38,7 +38,7 @@ class CompiledChannel:
         try:
             # The first execution registers the channel readers; until then another channel's get can
             # stall behind this one (measured), so every channel has run once before it is used.
-            ray.get(self.graph.execute(None, []), timeout=warmup_timeout_s)
+            ray.get(self.graph.execute(None, []), timeout=setup_timeout_s)
         except BaseException:
             self.close()
             raise

@@ -19,22 +19,6 @@ from tests.helpers.runs import final_digest, train
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """Fault-free run (in-process) that every faulty run must reproduce bitwise."""
-    run_dir = tmp_path_factory.mktemp("ref") / "run"
-    train(run_dir, "runtime.backend=local")
-    return final_digest(run_dir)
-
-
-@pytest.fixture
-def faults(tmp_path, monkeypatch):
-    def install(*items):
-        monkeypatch.setenv(ENV, json.dumps({"once_dir": str(tmp_path / "once"), "faults": list(items)}))
-        return tmp_path / "once"
-    return install
-
-
 def steps_of(run_dir):
     return pq.read_table(run_dir / "metrics.parquet").column("step").to_pylist()
 

@@ -2,30 +2,17 @@
 chunks through a Ray Compiled Graph each. The invariants are those of ordinary actor calls: bitwise the
 in-process parameters, and a lost or late worker absorbed, here by falling back to ordinary calls and
 compiling the worker's channel again once it is back."""
-import json
 import logging
 import time
 
 import pytest
 
 from meta_dist.runtime.driver import Trainer
-from meta_dist.runtime.faults import ENV
-from tests.helpers.runs import final_digest, small_config, train
+from tests.helpers.runs import final_digest, small_config
 
 pytestmark = pytest.mark.integration
 
 TWO_ACTORS = ("runtime.backend=ray", "runtime.num_workers=2")
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("ref") / "run"
-    train(run_dir, "runtime.backend=local")
-    return final_digest(run_dir)
-
-
-def _faults(monkeypatch, tmp_path, *items):
-    monkeypatch.setenv(ENV, json.dumps({"once_dir": str(tmp_path / "once"), "faults": list(items)}))
 
 
 class ChannelLog:
@@ -77,8 +64,8 @@ def test_async_mode_never_opens_channels(tmp_path, ray_local):
 
 
 def test_worker_killed_on_its_channel_is_absorbed_then_its_channel_reopens(tmp_path, ray_local, reference,
-                                                                           monkeypatch, caplog):
-    _faults(monkeypatch, tmp_path, {"kind": "kill", "worker": 1, "step": 3})
+                                                                           faults, caplog):
+    faults({"kind": "kill", "worker": 1, "step": 3})
     with caplog.at_level(logging.WARNING, logger="meta_dist"):
         trainer, after = run(tmp_path / "run", *TWO_ACTORS, wait_at=6)
     assert any("worker 1 lost during step 3" in r.getMessage() and r.getMessage().endswith("to worker 0")
@@ -90,8 +77,8 @@ def test_worker_killed_on_its_channel_is_absorbed_then_its_channel_reopens(tmp_p
 
 
 def test_late_chunk_on_a_channel_gets_a_backup_and_its_worker_is_restarted(tmp_path, ray_local, reference,
-                                                                          monkeypatch, caplog):
-    _faults(monkeypatch, tmp_path, {"kind": "hang", "worker": 0, "step": 2, "chunk": 0, "seconds": 30})
+                                                                          faults, caplog):
+    faults({"kind": "hang", "worker": 0, "step": 2, "chunk": 0, "seconds": 30})
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="meta_dist"):
         trainer, after = run(tmp_path / "run", *TWO_ACTORS, "runtime.chunk_timeout_s=1.5", wait_at=5)

@@ -2,7 +2,6 @@
 (no ray_local fixture here: the Trainer starts Ray as `meta-dist train` does and holds one CPU back
 for the driver). Same invariants as the all-actor runtime: bitwise-identical parameters, and the
 actor's faults absorbed, now by the driver."""
-import json
 import logging
 
 import pyarrow.parquet as pq
@@ -11,19 +10,11 @@ import pytest
 from meta_dist.runtime import placement
 from meta_dist.runtime.backend import LOCAL
 from meta_dist.runtime.driver import Trainer
-from meta_dist.runtime.faults import ENV
 from tests.helpers.runs import final_digest, small_config, train
 
 pytestmark = pytest.mark.integration
 
 DRIVER_AND_ONE_ACTOR = ("runtime.backend=ray", "runtime.num_workers=2")
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("ref") / "run"
-    train(run_dir, "runtime.backend=local")
-    return final_digest(run_dir)
 
 
 @pytest.fixture(autouse=True)
@@ -58,12 +49,8 @@ def test_without_the_driver_worker_every_worker_is_an_actor(tmp_path, reference)
     assert final_digest(tmp_path / "run") == reference
 
 
-def _faults(monkeypatch, tmp_path, *items):
-    monkeypatch.setenv(ENV, json.dumps({"once_dir": str(tmp_path / "once"), "faults": list(items)}))
-
-
-def test_killed_actor_chunks_are_computed_by_the_driver(tmp_path, monkeypatch, reference, caplog):
-    _faults(monkeypatch, tmp_path, {"kind": "kill", "worker": 1, "step": 3})
+def test_killed_actor_chunks_are_computed_by_the_driver(tmp_path, faults, reference, caplog):
+    faults({"kind": "kill", "worker": 1, "step": 3})
     with caplog.at_level(logging.WARNING, logger="meta_dist"):
         train(tmp_path / "run", *DRIVER_AND_ONE_ACTOR)
     assert any("worker 1 lost during step 3" in r.getMessage() and r.getMessage().endswith("to worker 0")
@@ -72,9 +59,9 @@ def test_killed_actor_chunks_are_computed_by_the_driver(tmp_path, monkeypatch, r
     assert final_digest(tmp_path / "run") == reference
 
 
-def test_hung_actor_chunk_gets_a_backup_on_the_driver(tmp_path, monkeypatch, reference, caplog):
+def test_hung_actor_chunk_gets_a_backup_on_the_driver(tmp_path, faults, reference, caplog):
     # 25 tasks in chunks of 5: the driver computes chunks 0-1, the actor 2-4.
-    _faults(monkeypatch, tmp_path, {"kind": "hang", "worker": 1, "step": 2, "chunk": 2, "seconds": 6})
+    faults({"kind": "hang", "worker": 1, "step": 2, "chunk": 2, "seconds": 6})
     with caplog.at_level(logging.WARNING, logger="meta_dist"):
         train(tmp_path / "run", *DRIVER_AND_ONE_ACTOR, "runtime.chunk_timeout_s=1.5")
     assert any("exceeded 1.5 s on worker 1; backup on worker 0" in r.getMessage() for r in caplog.records)
