@@ -308,7 +308,8 @@ def format_table(report: dict) -> str:
              f"ray {hw['ray']}",
              "workers: " + ("the driver computes as worker 0, the others are actors" if w["driver_worker"]
                             else "all actors (runtime.driver_worker off, or not applicable)")
-             + ("; actors reached through compiled channels" if w["compiled_graph"] else "; ordinary actor calls"),
+             + ("; actors reached through compiled channels" if any(r["compiled_channels"] for r in report["results"])
+                else "; ordinary actor calls"),
              f"reference (one process, per-task loop, {w['reference_threads']} torch threads): "
              f"{report['reference_tasks_per_s']:.1f} tasks/s",
              "",
