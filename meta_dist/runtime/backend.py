@@ -280,10 +280,11 @@ class RayBackend:
     def params_handle(self) -> Any:
         return self._handle
 
-    def _call_params(self, handle: Any) -> Any:
-        """`handle` as an ordinary actor call takes it: small parameter vectors travel inline with the
-        call, larger ones through one object-store put per version, made on first use."""
-        if isinstance(handle, self.ray.ObjectRef) or handle[1].nbytes <= INLINE_BYTES:
+    def _call_params(self, handle: tuple[int, np.ndarray]) -> Any:
+        """The synchronous (version, flat) parameters as an ordinary actor call takes them: small vectors
+        travel inline with the call, larger ones through one object-store put per version, made on first
+        use."""
+        if handle[1].nbytes <= INLINE_BYTES:
             return handle
         if self._put is None or self._put[0] is not handle:
             self._put = (handle, self.ray.put(handle))
@@ -376,7 +377,8 @@ class RayBackend:
                 return (after + k) % n
         return (after + 1) % n
 
-    def run_chunks(self, handle: Any, chunks: list[Chunk]) -> list[ChunkResult]:
+    def run_chunks(self, handle: tuple[int, np.ndarray], chunks: list[Chunk]) -> list[ChunkResult]:
+        """One synchronous step's chunks on the live workers, at the (version, flat) parameters `handle`."""
         ray = self.ray
         timeout_s = self.config.runtime.chunk_timeout_s
         results: dict[int, ChunkResult] = {}
@@ -402,8 +404,7 @@ class RayBackend:
                 pending[ref] = (index, group, time.monotonic())
 
         def run_local() -> None:
-            params = ray.get(handle) if isinstance(handle, ray.ObjectRef) else handle  # local read, no copy
-            for r in self.local.run_chunks(params, local):
+            for r in self.local.run_chunks(handle, local):
                 results.setdefault(r.chunk_id, r)
             local.clear()
 
