@@ -115,7 +115,7 @@ class DriverShare:
         self.warm_s = 0.0  # recorded seconds of warm-up steps
         self.num_chunks = -1
         self.chosen: int | None = None
-        self.since_chosen = 0
+        self.chosen_at = 0  # the step whose timing settled `chosen`
         self.order: list[int] = []  # shares still timed, in turn
         self.turn = 0
         self.samples: dict[int, list[float]] = {}
@@ -140,8 +140,7 @@ class DriverShare:
         if num_chunks != self.num_chunks:
             self._start_trial(num_chunks)
         if self.chosen is not None:
-            self.since_chosen += 1
-            if self.since_chosen <= self.refresh:
+            if self.steps - self.chosen_at <= self.refresh:
                 return self.chosen
             self._start_trial(num_chunks)
         return self.order[self.turn]
@@ -165,7 +164,7 @@ class DriverShare:
             self.order = [s for s in self.order if min(self.samples[s]) <= self.margin * best]
         if len(self.order) == 1 or len(self.samples[self.order[0]]) >= self.trials:
             self.chosen = min(self.order, key=means.__getitem__)
-            self.since_chosen = 0
+            self.chosen_at = self.steps
 
 
 class RayBackend:
@@ -439,8 +438,8 @@ class RayBackend:
         def collect_compiled() -> None:
             """Each channel's results, waited for until its chunks' deadline. A late result would block
             the channel's next read, so a worker past the deadline is restarted and backed up."""
+            alone = len(self.workers) == 1  # nobody to back up to: wait, as ordinary calls do
             for index, ref, group, sent in compiled:
-                alone = len(self.workers) == 1  # nobody to back up to: wait, as ordinary calls do
                 try:
                     accept(index, self.channels[index].result(
                         ref, WAIT_FOREVER if alone else max(0.0, sent + timeout_s - time.monotonic())))

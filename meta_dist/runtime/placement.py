@@ -33,17 +33,19 @@ def cluster_address(config: Config) -> str:
 def driver_may_compute(config: Config) -> bool:
     """Whether this run is eligible for `runtime.driver_worker`: synchronous, CPU workers only, and on a
     local Ray of its own (on a cluster, the driver's node's CPUs belong to Ray's scheduler)."""
+    return config.runtime.driver_worker and _sync_cpu_on_ray(config) and not cluster_address(config)
+
+
+def _sync_cpu_on_ray(config: Config) -> bool:
     r = config.runtime
-    return (r.driver_worker and r.backend == "ray" and r.mode == "sync" and r.num_gpu_workers == 0
-            and not cluster_address(config))
+    return r.backend == "ray" and r.mode == "sync" and r.num_gpu_workers == 0
 
 
 def compiled_may_apply(config: Config) -> bool:
     """Whether synchronous steps may reach actors through compiled channels (`runtime.compiled_graph`):
     synchronous, CPU workers only. `RayBackend` opens them only to actors on the driver's own node,
     where shared memory reaches; elsewhere, and in async mode, actors take ordinary calls."""
-    r = config.runtime
-    return r.compiled_graph and r.backend == "ray" and r.mode == "sync" and r.num_gpu_workers == 0
+    return config.runtime.compiled_graph and _sync_cpu_on_ray(config)
 
 
 _driver_cpus = 0
