@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BN_EPS = 1e-5
+from meta_dist.models.layers import BN_EPS, batch_norm
 
 
 class Conv4(nn.Module):
@@ -35,14 +35,7 @@ class Conv4(nn.Module):
     def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
         for conv, norm in zip(self.convs, self.norms):
             x = conv(x)
-            if stats_rows is None:
-                x = F.batch_norm(x, None, None, norm.weight, norm.bias, training=True, eps=BN_EPS)
-            else:
-                ref = x[:stats_rows]
-                mean = ref.mean((0, 2, 3), keepdim=True)
-                var = ref.var((0, 2, 3), unbiased=False, keepdim=True)
-                x = (x - mean) * torch.rsqrt(var + BN_EPS) * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
-            x = F.relu(x)
+            x = F.relu(batch_norm(x, norm.weight, norm.bias, stats_rows, BN_EPS))
             if not self.strided:
                 x = F.max_pool2d(x, 2)
         x = x.mean((2, 3)) if self.strided else x.flatten(1)
