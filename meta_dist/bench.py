@@ -33,15 +33,16 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from meta_dist import algorithms, config as config_mod, tasks
+from meta_dist import config as config_mod
+from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
+from meta_dist.tasks import IMAGE_TASKS
 from meta_dist.tasks.spec import TaskBatch, TaskFamily, derive_seed
 
 WARMUP_STEPS = 2
 MAX_SETTLING_S = 120.0  # the driver's share settles after its warm-up and a few rounds of trials
 SUPERVISED_TASKS = ("sinusoid", "omniglot", "miniimagenet", "cifarfs")
-IMAGE_TASKS = ("omniglot", "miniimagenet", "cifarfs")
 
 
 # -- the reference: the usual single-process, per-task MAML loop ---------------------------------------
@@ -116,12 +117,13 @@ def timed_step(backend, family: TaskFamily, cfg: Config, step: int) -> StepTimin
                       o.num_tasks, driver_chunks)
 
 
-def measure_runtime(config: Config, num_workers: int, init: dict, data_dir: str | None, family: TaskFamily,
+def measure_runtime(config: Config, num_workers: int, init: dict, components: Components,
                     duration_s: float) -> dict:
     from meta_dist.runtime.backend import RayBackend
 
     cfg = config_mod.with_overrides(config, runtime={"num_workers": num_workers})
-    backend = RayBackend(cfg, init, data_dir)
+    family = components.family
+    backend = RayBackend(cfg, init, components)
     # Steady state only: where the driver computes beside actors, its share is settled by timing steps.
     tuned = backend.local is not None and backend.num_workers > 1
     try:
@@ -253,8 +255,9 @@ def run(args: argparse.Namespace) -> dict:
     config = bench_config(args)
     check_local_capacity(config, counts)
     with workload_data(config, args.data) as (data_dir, data_label), contextlib.ExitStack() as ray_session:
-        family = tasks.build(config, data_dir)
-        algorithm = algorithms.build(config, family)
+        components = build_components(config, data_dir)
+        family = components.family
+        algorithm = components.algorithm(config)
         init = algorithm.init_params(derive_seed("init", config.seed))
         # The reference runs on a quiet machine: before a local Ray starts (its start-up and prestarted
         # workers took up to a fifth of the reference's speed when it ran after), or once a cluster
@@ -269,7 +272,7 @@ def run(args: argparse.Namespace) -> dict:
         results = []
         for n in counts:
             note(f"{n} worker(s), {args.duration_s:g} s")
-            results.append(measure_runtime(config, n, init, data_dir, family, args.duration_s))
+            results.append(measure_runtime(config, n, init, components, args.duration_s))
         note("done")
         workload = describe(config, data_label)
     base = results[0]["tasks_per_s"] / results[0]["workers"]

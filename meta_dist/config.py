@@ -15,13 +15,18 @@ import yaml
 
 from meta_dist.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The named configs shipped with the package (jobs/configs in a source checkout links here)."""
 
 
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = "sinusoid"
-    """Task family: sinusoid | omniglot | miniimagenet | cifarfs | navigation2d | bandits | cheetah_vel | cheetah_dir."""
+    """Task family: a built-in name (sinusoid | images | omniglot | miniimagenet | cifarfs | navigation2d |
+    bandits | cheetah_vel | cheetah_dir), a plug-in's entry-point name, or an import path
+    "module.path:attr" naming a `meta_dist.TaskFamily` subclass (or a function returning one)."""
+    kwargs: dict = field(default_factory=dict)
+    """Constructor arguments of an imported task family: `attr(**kwargs)`."""
     ways: int = 5
     """Classes per episode (N-way); ignored by regression and RL tasks."""
     shots: int = 10
@@ -49,7 +54,11 @@ class TaskConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "mlp"
-    """Network: mlp | conv4 | conv4_strided | policy_mlp | policy_gru."""
+    """Network: a built-in name (mlp | conv4 | conv4_strided | resnet12 | policy_mlp | policy_gru), a plug-in's
+    entry-point name, or an import path "module.path:attr" naming a factory called as
+    `attr(input_shape, output_dim, **kwargs) -> nn.Module` (output_dim 0: an embedding network, no head)."""
+    kwargs: dict = field(default_factory=dict)
+    """Keyword arguments of the model factory (for resnet12: widths, dropout)."""
     hidden_sizes: tuple = (40, 40)
     """MLP hidden layer widths."""
     activation: str = "relu"
@@ -61,7 +70,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class AlgorithmConfig:
     name: str = "maml"
-    """maml | fomaml | reptile | metasgd | anil | protonet | matchingnet | siamese | maml_rl | rl2."""
+    """maml | fomaml | reptile | metasgd | anil | protonet | matchingnet | siamese | maml_rl | rl2, a plug-in's
+    entry-point name, or an import path "module.path:attr" naming a `MetaAlgorithm` subclass."""
     inner_lr: float = 0.01
     """Inner-loop (adaptation) step size alpha."""
     inner_steps: int = 1
@@ -82,6 +92,9 @@ class AlgorithmConfig:
     """constant | linear (anneal to 0 over the run) | step (halve every `meta_lr_decay_every` steps)."""
     meta_lr_decay_every: int = 0
     """Steps between halvings for the `step` schedule."""
+    head: str = ""
+    """ANIL: name of the module whose parameters adapt in the inner loop ('' = the network's last
+    nn.Linear, e.g. `head` of the built-in networks)."""
     distance: str = "euclidean"
     """Metric methods: euclidean (squared) | cosine."""
     vmap: bool = True
@@ -208,14 +221,11 @@ class Config:
     rl: RLConfig = field(default_factory=RLConfig)
 
 
+# task.name, model.name and algorithm.name are open sets (built-ins, plug-ins, import paths): the
+# registry checks them.
 CHOICES = {
-    "task.name": ("sinusoid", "omniglot", "miniimagenet", "cifarfs", "navigation2d", "bandits",
-                  "cheetah_vel", "cheetah_dir"),
     "task.split": ("vinyals", "random"),
-    "model.name": ("mlp", "conv4", "conv4_strided", "policy_mlp", "policy_gru"),
     "model.activation": ("relu", "tanh"),
-    "algorithm.name": ("maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet",
-                       "siamese", "maml_rl", "rl2"),
     "algorithm.inner_optimizer": ("sgd", "adam"),
     "algorithm.meta_optimizer": ("adam", "sgd"),
     "algorithm.meta_lr_schedule": ("constant", "linear", "step"),
@@ -264,6 +274,10 @@ def _coerce(path: str, value: Any, typ: Any) -> Any:
         if not isinstance(value, str):
             raise UserError(f"config key '{path}' must be a string, got {value!r}")
         return value
+    if typ is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise UserError(f"config key '{path}' must be a mapping of argument names to values, got {value!r}")
+        return dict(value)
     if typ is tuple or typing.get_origin(typ) is tuple:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise UserError(f"config key '{path}' must be a list of integers, got {value!r}")
@@ -289,10 +303,13 @@ def from_dict(data: dict) -> Config:
 
 
 def to_dict(config: Config) -> dict:
+    """Plain YAML-able data: sections and free mappings as dicts, tuples as lists."""
     def conv(v):
         if is_dataclass(v):
             return {f.name: conv(getattr(v, f.name)) for f in fields(v)}
-        return list(v) if isinstance(v, tuple) else v
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return [conv(x) for x in v] if isinstance(v, (tuple, list)) else v
     return conv(config)
 
 
@@ -370,6 +387,9 @@ def _get(config: Config, path: str):
 
 def validate(config: Config) -> Config:
     """Range and consistency checks; raises UserError naming the key and the fix."""
+    from meta_dist import registry
+
+    registry.check_names(config)
     for path, choices in CHOICES.items():
         if _get(config, path) not in choices:
             raise UserError(f"config key '{path}' is {_get(config, path)!r}; choose one of: {', '.join(choices)}")

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from meta_dist import algorithms, tasks
+from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
 from meta_dist.params import params_sha256
@@ -31,18 +31,21 @@ def summarize(values: torch.Tensor) -> tuple[float, float, int, int]:
 
 def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data_dir: str | None = None,
              num_tasks: int | None = None, ways: int | None = None, shots: int | None = None,
-             split: str | None = None) -> dict:
+             split: str | None = None, components: Components | None = None) -> dict:
+    """`components` (default: the ones the config names) give the task family and the network."""
     e = config.eval
     # Small-op evaluation gains nothing from intra-op threads and loses much to oversubscription.
     torch.set_num_threads(config.runtime.threads_per_worker)
-    family = tasks.build(config, data_dir)
-    algorithm = algorithms.build(config, family)
+    components = components or build_components(config, data_dir)
+    family = components.family
+    algorithm = components.algorithm(config)
+    algorithm.model.eval()  # dropout off; batch norm keeps batch statistics (models/__init__.py)
     n = num_tasks or e.num_tasks
     split = split or e.split
     ways, shots = ways or e.ways or None, shots or e.shots or None
-    if ways and family.metric == "accuracy" and ways != config.task.ways and algorithm.has_output_head:
-        raise UserError(f"{config.algorithm.name} learns a {config.task.ways}-way output layer; evaluate it "
-                        f"with --ways {config.task.ways} (metric methods such as protonet take any --ways)")
+    if ways and family.metric == "accuracy" and ways != family.output_dim and algorithm.has_output_head:
+        raise UserError(f"{config.algorithm.name} learns a {family.output_dim}-way output layer; evaluate it "
+                        f"with --ways {family.output_dim} (metric methods such as protonet take any --ways)")
     shape: dict = {"ways": ways, "shots": shots}
     if family.metric == "mse":
         shape["num_query"] = e.num_query
@@ -62,7 +65,7 @@ def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data
               "nonfinite_tasks": head["nonfinite_tasks"], "split": split, "curve": curve,
               "algorithm": config.algorithm.name, "task": config.task.name}
     if family.metric == "accuracy":
-        result.update(unit="%", ways=ways or config.task.ways, shots=shots or config.task.shots,
+        result.update(unit="%", ways=ways or family.output_dim, shots=shots or config.task.shots,
                       query_per_class=e.query_per_class or config.task.num_query)
     if family.metric == "mse":
         result.update(shots=shots or config.task.shots)

@@ -20,7 +20,7 @@ from torch.func import functional_call, vmap
 
 from meta_dist import models
 from meta_dist.config import Config
-from meta_dist.tasks.spec import TaskFamily, TaskSpec
+from meta_dist.tasks.spec import TaskFamily, TaskSpec, derive_seed
 
 
 @dataclass
@@ -33,26 +33,36 @@ class ChunkOutput:
 
 
 class MetaAlgorithm(ABC):
-    """Base class: owns the (stateless) network and the task family of a run."""
+    """Base class: owns the (stateless) network and the task family of a run.
 
-    def __init__(self, config: Config, family: TaskFamily, device: torch.device | str = "cpu"):
+    The meta-parameters are the network's trainable parameters (plus any `meta.*` entries an
+    algorithm adds); parameters with requires_grad=False and buffers stay fixed at their seeded
+    initial values, identical in every process because every process builds the network with the
+    run's init seed."""
+
+    def __init__(self, config: Config, family: TaskFamily, device: torch.device | str = "cpu",
+                 model: models.ModelFactory | None = None):
         self.config = config
         self.cfg = config.algorithm
         self.family = family
         self.device = torch.device(device)
-        self.model = self.build_model().to(self.device)
+        self.model_factory = model if model is not None else models.factory(config, family)
+        self.model = self.build_model(derive_seed("init", config.seed)).to(self.device)
 
     has_output_head = True
     """The network ends in a task-sized output layer (so test episodes must have the training ways)."""
+    output_dim: int | None = None
+    """What the network is built to output: None = the family's output_dim; 0 = an embedding."""
 
     # -- construction -------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
-        return models.build(self.config, self.family)
+    def build_model(self, seed: int | None = None) -> nn.Module:
+        out = self.family.output_dim if self.output_dim is None else self.output_dim
+        return self.model_factory(self.family.input_shape, out, seed)
 
     def init_params(self, seed: int) -> dict[str, torch.Tensor]:
         """Initial meta-parameters, identical for a given seed on every machine."""
-        model = models.build(self.config, self.family, seed=seed)
-        return {n: p.detach().clone() for n, p in model.named_parameters()}
+        model = self.build_model(seed)
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     # -- the per-chunk contract ----------------------------------------------------------------
     @abstractmethod
@@ -84,8 +94,8 @@ class MetaAlgorithm(ABC):
         stacked = self.model_params(stacked)
         if self.cfg.vmap and hasattr(self.model, "forward_tasks"):  # a model's own batched kernel
             return self.model.forward_tasks(stacked, x)
-        if self.cfg.vmap:
-            return vmap(self.forward)(stacked, x)
+        if self.cfg.vmap:  # "different": dropout draws its own mask per task (seeded per chunk)
+            return vmap(self.forward, randomness="different")(stacked, x)
         return torch.stack([self.forward({k: v[t] for k, v in stacked.items()}, x[t]) for t in range(x.shape[0])])
 
     def task_losses(self, stacked: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -129,7 +139,7 @@ def forward_with_stats(algorithm: MetaAlgorithm, params: dict[str, torch.Tensor]
     kwargs = {} if stats_rows is None else {"stats_rows": stats_rows}
     if algorithm.cfg.vmap:
         fn = lambda q, xx: functional_call(algorithm.model, q, (xx,), kwargs)  # noqa: E731
-        return vmap(fn, in_dims=(0 if per_task_params else None, 0))(p, x)
+        return vmap(fn, in_dims=(0 if per_task_params else None, 0), randomness="different")(p, x)
     rows = []
     for t in range(x.shape[0]):
         pt = {k: v[t] for k, v in p.items()} if per_task_params else p

@@ -43,10 +43,12 @@ class MAML(MetaAlgorithm):
             if not create_graph:
                 fast = {k: (v.detach().requires_grad_() if k in lrs else v) for k, v in fast.items()}
             loss = self.task_losses(fast, sx, sy).sum()
-            grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=create_graph)
+            grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=create_graph,
+                                        allow_unused=True)
             fast = dict(fast)
             for k, g in zip(names, grads):
-                fast[k] = fast[k] - lrs[k] * g
+                if g is not None:  # a parameter the loss does not use keeps its value
+                    fast[k] = fast[k] - lrs[k] * g
         return fast
 
     def chunk_update(self, params: Params, specs: Sequence[TaskSpec]) -> ChunkOutput:

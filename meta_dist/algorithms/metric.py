@@ -20,9 +20,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from meta_dist import models
 from meta_dist.algorithms.base import ChunkOutput, MetaAlgorithm, forward_with_stats
 from meta_dist.tasks.spec import TaskBatch, TaskSpec
 
@@ -40,13 +38,7 @@ class MetricAlgorithm(MetaAlgorithm):
     """Embedding network + a rule turning (support, query) embeddings into per-class scores."""
 
     has_output_head = False
-
-    def build_model(self) -> nn.Module:
-        return models.build(self.config, self.family, out_features=0)
-
-    def init_params(self, seed: int) -> Params:
-        model = models.build(self.config, self.family, seed=seed, out_features=0)
-        return {n: p.detach().clone() for n, p in model.named_parameters()}
+    output_dim = 0
 
     # -- what subclasses define -------------------------------------------------------------------
     @abstractmethod
@@ -60,6 +52,12 @@ class MetricAlgorithm(MetaAlgorithm):
         return F.cross_entropy(s.flatten(0, 1), query_y.flatten(), reduction="none").view(query_y.shape).mean(1)
 
     # -- shared ------------------------------------------------------------------------------------
+    def embedding_dim(self) -> int:
+        """Width of the network's embedding, measured by one forward pass of two blank inputs."""
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = self.model(torch.zeros(2, *self.family.input_shape, device=self.device))
+        return int(out.shape[-1])
+
     def embed(self, params: Params, b: TaskBatch, transductive: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Support and query embeddings [T, N, D], one forward pass per chunk."""
         ns = b.support_x.shape[1]

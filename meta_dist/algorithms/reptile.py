@@ -32,9 +32,11 @@ class Reptile(MetaAlgorithm):
             idx = [((i * bs) + j) % n for j in range(bs)]
             fast = {k: v.detach().requires_grad_() for k, v in fast.items()}
             loss = self.task_losses(fast, x[:, idx], y[:, idx]).sum()
-            grads = dict(zip(names, torch.autograd.grad(loss, [fast[k] for k in names])))
+            grads = dict(zip(names, torch.autograd.grad(loss, [fast[k] for k in names], allow_unused=True)))
             with torch.no_grad():
                 for k, g in grads.items():
+                    if g is None:  # a parameter the loss does not use keeps its value
+                        continue
                     if self.cfg.inner_optimizer == "adam":
                         second[k] = ADAM_BETA2 * second[k] + (1 - ADAM_BETA2) * g * g
                         v_hat = second[k] / (1 - ADAM_BETA2 ** (i + 1))

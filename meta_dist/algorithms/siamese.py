@@ -21,7 +21,7 @@ HEAD_W, HEAD_B = "meta.siamese.weight", "meta.siamese.bias"
 class Siamese(MetricAlgorithm):
     def init_params(self, seed: int):
         params = super().init_params(seed)
-        dim = self.model.num_features
+        dim = self.embedding_dim()
         gen = torch.Generator().manual_seed(seed)
         bound = dim ** -0.5
         params[HEAD_W] = (torch.rand(1, dim, generator=gen) * 2 - 1) * bound

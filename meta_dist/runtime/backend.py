@@ -23,14 +23,14 @@ run resumes from its checkpoint.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
 import numpy as np
 
+from meta_dist.components import Components
 from meta_dist.config import Config
-from meta_dist.runtime import faults
+from meta_dist.errors import ChunkError, UserError
 from meta_dist.runtime.compiled import WAIT_FOREVER, CompiledChannel
 from meta_dist.runtime.server import ParameterServer
 from meta_dist.runtime.wire import Chunk, ChunkResult
@@ -43,8 +43,8 @@ INLINE_BYTES = 64 * 1024  # below this, Ray inlines call arguments; above, one p
 class LocalBackend:
     """Everything in one process: the same worker and server classes, called directly."""
 
-    def __init__(self, config: Config, init_params: dict, data_dir: str | None = None):
-        self.worker = ChunkWorker(config, 0, data_dir)
+    def __init__(self, config: Config, init_params: dict, components: Components):
+        self.worker = ChunkWorker(config, components, 0)
         self.server = ParameterServer(config, init_params)
         self.num_workers = 1
         self._handle = self.server.params()
@@ -83,6 +83,15 @@ class LocalBackend:
     def next_done(self, timeout_s: float) -> tuple[int, list[Chunk], list[ChunkResult] | None] | None:
         done, self._done = getattr(self, "_done", None), None
         return done
+
+
+def raise_cause(error: Exception):
+    """Raise the worker's own exception (a ChunkError with its traceback, or a UserError) rather than
+    Ray's wrapper of it, whose text repeats the traceback; anything else as it came."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, (ChunkError, UserError)):
+        raise cause from None
+    raise error
 
 
 LOCAL = "driver"  # stands in `RayBackend.workers` for the driver's in-process worker
@@ -171,14 +180,14 @@ class RayBackend:
     """Worker actors (and the driver as worker 0 where it computes), plus a parameter-server actor in
     async mode; fault handling lives in `run_chunks`."""
 
-    def __init__(self, config: Config, init_params: dict, data_dir: str | None = None):
+    def __init__(self, config: Config, init_params: dict, components: Components):
         import ray
 
         from meta_dist.runtime import placement
 
         self.ray = ray
         self.config = config
-        self.data_dir = data_dir
+        self.components = components
         self.owns_ray = placement.init_ray(config)
         self.num_workers = placement.resolve_num_workers(config, ray.cluster_resources())
         # Synchronous mode keeps the parameter server in the driver process: every step waits on
@@ -190,13 +199,14 @@ class RayBackend:
         else:
             self.server = ray.remote(ParameterServer).options(num_cpus=0, max_restarts=0).remote(config, init_params)
         self.local: ChunkWorker | None = None
+        self._actor_env = placement.actor_runtime_env(components.code_dir, getattr(components.family, "data_dir", ""))
         self.driver_share = DriverShare()
         self._driver_threads = None
         if placement.driver_computes(config):
             import torch
 
             self._driver_threads = torch.get_num_threads()  # ChunkWorker pins it; restored at shutdown
-            self.local = ChunkWorker(config, 0, data_dir, "cpu", config.runtime.threads_per_worker)
+            self.local = ChunkWorker(config, components, 0, "cpu", config.runtime.threads_per_worker)
         first_actor = 1 if self.local is not None else 0
         self.workers = [LOCAL] * first_actor + [self._start_worker(i - first_actor)
                                                 for i in range(first_actor, self.num_workers)]
@@ -226,22 +236,23 @@ class RayBackend:
         res = placement.worker_resources(self.config, ordinal)
         device = "cuda" if res["num_gpus"] > 0 else "cpu"
         actor_cls = self.ray.remote(ChunkWorker)
-        env = {k: os.environ[k] for k in (faults.ENV,) if k in os.environ}
         return actor_cls.options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_restarts=-1,
                                  max_task_retries=0, scheduling_strategy="SPREAD",
-                                 runtime_env={"env_vars": env} if env else None).remote(
-            self.config, index, self.data_dir, device, res["num_cpus"] if device == "cpu" else 1)
+                                 runtime_env=self._actor_env).remote(
+            self.config, self.components, index, device, res["num_cpus"] if device == "cpu" else 1)
 
     def _wait_placed(self) -> None:
-        from meta_dist.errors import UserError
-
         timeout = self.config.runtime.placement_timeout_s
         refs = [w.ping.remote() for w in self.workers if w is not LOCAL]
         ready, pending = self.ray.wait(refs, num_returns=len(refs), timeout=timeout) if refs else ([], [])
         if pending:
             raise UserError(f"only {len(ready)} of {len(refs)} worker actors could be placed within "
                             f"{timeout:g} s; lower --workers or add resources")
-        self.worker_info = ([self.local.ping()] if self.local is not None else []) + self.ray.get(refs)
+        try:
+            answers = self.ray.get(refs)
+        except self.ray.exceptions.RayActorError as e:  # its constructor raised: restarting cannot help
+            raise ChunkError("a worker actor, starting up,", str(e)) from None
+        self.worker_info = ([self.local.ping()] if self.local is not None else []) + answers
 
     def _open_channel(self, index: int, info: dict) -> None:
         """A compiled channel to actor `index`, described by its `ping` answer. Channels serve only
@@ -443,6 +454,8 @@ class RayBackend:
                 try:
                     accept(index, self.channels[index].result(
                         ref, WAIT_FOREVER if alone else max(0.0, sent + timeout_s - time.monotonic())))
+                except ray.exceptions.RayTaskError as e:
+                    raise_cause(e)
                 except ray.exceptions.RayChannelTimeoutError:
                     ray.kill(self.workers[index], no_restart=False)  # before the teardown, which would wait
                     self._mark_lost(index)
@@ -474,6 +487,8 @@ class RayBackend:
                 try:
                     accept(index, ray.get(ref) if values is None else values)
                     first_failure = None
+                except ray.exceptions.RayTaskError as e:
+                    raise_cause(e)
                 except lost_errors as e:
                     lost(index, group, e)
             now = time.monotonic()
@@ -518,6 +533,8 @@ class RayBackend:
         index, chunks, started = self._inflight.pop(ready[0])
         try:
             return index, chunks, self.ray.get(ready[0])
+        except self.ray.exceptions.RayTaskError as e:
+            raise_cause(e)
         except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError,
                 self.ray.exceptions.ObjectLostError) as e:
             self.lost_workers += 1

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from meta_dist import algorithms, checkpoint, config as config_mod, tasks
+from meta_dist import checkpoint, config as config_mod
+from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import NonFiniteError, UserError
 from meta_dist.evaluate import evaluate, format_result
@@ -107,9 +108,11 @@ def sync_step(backend, family, config: Config, step: int) -> StepOutcome:
 
 class Trainer:
     def __init__(self, config: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
-                 on_step=None):
-        """`on_step(step, row)` is called after each committed step (monitoring, tests)."""
+                 on_step=None, components: Components | None = None):
+        """`on_step(step, row)` is called after each committed step (monitoring, tests); `components`
+        replace the ones the config names (objects given to `meta_dist.train`)."""
         self.run_dir = Path(run_dir)
+        self.components = components
         self.on_step = on_step
         self.fault_plan = FaultPlan.from_env()
         self.data_dir = data_dir or config.task.data_dir or None
@@ -139,9 +142,9 @@ class Trainer:
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> dict:
         cfg = self.config
-        family = tasks.build(cfg, self.data_dir)
-        algorithm = algorithms.build(cfg, family)
-        init = algorithm.init_params(derive_seed("init", cfg.seed))
+        components = self.components or build_components(cfg, self.data_dir)
+        family = components.family
+        init = components.algorithm(cfg).init_params(derive_seed("init", cfg.seed))
         start_step = 0
         ckpt = checkpoint.load_latest(self.run_dir) if self.resume else None
         if ckpt is not None:
@@ -150,7 +153,7 @@ class Trainer:
                 raise UserError(f"checkpoint {ckpt.path} belongs to run {ckpt.run_id}, not {self.run_id}; "
                                 f"use the run directory it came from")
         metrics = MetricsLog(self.run_dir)
-        backend = self.backend = self._make_backend(init)
+        backend = self.backend = self._make_backend(init, components)
         try:
             if ckpt is not None:
                 backend.load_state({"params": ckpt.params, "optimizer": ckpt.optimizer, "version": ckpt.version})
@@ -167,17 +170,17 @@ class Trainer:
             print(f"stopped by signal {self.stop_signal} at step {final_step}; continue with "
                   f"`meta-dist train --resume --run-dir {self.run_dir}`", file=sys.stderr)
             raise KeyboardInterrupt
-        result = evaluate(cfg, state["params"], step=final_step, data_dir=self.data_dir)
+        result = evaluate(cfg, state["params"], step=final_step, components=components)
         atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=1))
         print(format_result(result, reference_for(cfg)), file=sys.stderr)
         return result
 
-    def _make_backend(self, init):
+    def _make_backend(self, init, components: Components):
         from meta_dist.runtime.backend import LocalBackend, RayBackend
 
         if self.config.runtime.backend == "local":
-            return LocalBackend(self.config, init, self.data_dir)
-        return RayBackend(self.config, init, self.data_dir)
+            return LocalBackend(self.config, init, components)
+        return RayBackend(self.config, init, components)
 
     def _loop(self, backend, family, metrics: MetricsLog, start_step: int) -> int:
         """Commit steps (sync or async), record each, checkpoint on schedule, stop on time or signal."""

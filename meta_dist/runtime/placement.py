@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from meta_dist.config import Config
 from meta_dist.errors import UserError
+from meta_dist.runtime import faults
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
@@ -100,6 +102,34 @@ def init_ray(config: Config) -> bool:
     except ConnectionError as e:
         raise UserError(f"cannot connect to the Ray cluster at '{address}': {str(e).splitlines()[0]}") from None
     return False
+
+
+# What never travels with the user's code to the workers: version control, environments, caches, run
+# directories and task stores (the workers read stores from their own disks).
+CODE_EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache", "/runs", "checkpoints", "*.arrow",
+                 "*.parquet", "*.egg-info"]
+
+
+def actor_runtime_env(code_dir: str | None, data_dir: str = "") -> dict | None:
+    """The runtime_env of the worker actors: the fault-injection plan when one is set (tests, drills), and
+    `code_dir` as their working_dir so that user modules import on every node, unless the job already
+    ships a working_dir (a submitted job: its actors inherit it)."""
+    env: dict = {}
+    plan = {k: os.environ[k] for k in (faults.ENV,) if k in os.environ}
+    if plan:
+        env["env_vars"] = plan
+    if code_dir and not _job_working_dir():
+        excludes = list(CODE_EXCLUDES)
+        if data_dir and Path(data_dir).resolve().is_relative_to(Path(code_dir)):
+            excludes.append("/" + Path(data_dir).resolve().relative_to(Path(code_dir)).as_posix())
+        env.update(working_dir=code_dir, excludes=excludes)
+    return env or None
+
+
+def _job_working_dir() -> str:
+    import ray
+
+    return (ray.get_runtime_context().runtime_env or {}).get("working_dir", "") if ray.is_initialized() else ""
 
 
 def worker_resources(config: Config, index: int) -> dict:

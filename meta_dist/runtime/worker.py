@@ -1,25 +1,32 @@
 """The chunk worker: turns (parameters, chunk of task specs) into one flat update.
 
 A plain class, so every test can run it in one process; `RayBackend` wraps it in an actor. It
-holds no training state (only the network's structure and the task store handle), so running a
-chunk twice is harmless and a replacement worker is as good as the original. Each worker pins its
-intra-op thread count: tiny convolutions do not speed up with threads, and oversubscribed cores
-slow small-op jobs many times over.
+receives the run's components (task family and network factory) as objects built once by the
+driver, and holds no training state (only the network's structure and the task store handle), so
+running a chunk twice is harmless and a replacement worker is as good as the original. Each chunk
+runs with the torch random state seeded from its specs (dropout masks are the same whichever worker
+computes it, and the process's own random state is left as it was). An exception while computing a
+chunk becomes a `ChunkError` carrying its traceback: the same chunk would fail on any worker, so the
+driver stops the run instead of re-dispatching it. Each worker pins its intra-op thread count: tiny
+convolutions do not speed up with threads, and oversubscribed cores slow small-op jobs many times over.
 """
 from __future__ import annotations
 
 import os
 import time
+import traceback
 import warnings
 
 import numpy as np
 import torch
 
-from meta_dist import algorithms, tasks
+from meta_dist.components import Components
 from meta_dist.config import Config
+from meta_dist.errors import ChunkError, UserError
 from meta_dist.params import ParamLayout
 from meta_dist.runtime.faults import FaultPlan
 from meta_dist.runtime.wire import Chunk, ChunkResult
+from meta_dist.tasks.spec import derive_seed
 
 
 def as_tensor(flat: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -32,14 +39,15 @@ def as_tensor(flat: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 class ChunkWorker:
-    def __init__(self, config: Config, worker_id: int = 0, data_dir: str | None = None,
-                 device: str = "cpu", threads: int | None = None):
+    def __init__(self, config: Config, components: Components, worker_id: int = 0, device: str = "cpu",
+                 threads: int | None = None):
         self.worker_id = worker_id
         self.device = torch.device(device)
         torch.set_num_threads(threads or config.runtime.threads_per_worker)
-        self.family = tasks.build(config, data_dir)
-        self.algorithm = algorithms.build(config, self.family, self.device)
+        self.family = components.family
+        self.algorithm = components.algorithm(config, self.device)
         self.layout = ParamLayout.of(self.algorithm.init_params(0))
+        self.rng_devices = [self.device.index or 0] if self.device.type == "cuda" else []
         self.fault_plan = FaultPlan.from_env()  # scheduled fault injection (tests, drills); usually None
 
     def ping(self) -> dict:
@@ -60,7 +68,10 @@ class ChunkWorker:
             self.fault_plan.before_chunk(self.worker_id, chunk)
         start = time.perf_counter()
         named = self.layout.unflatten(as_tensor(flat).to(self.device))
-        out = self.algorithm.chunk_update(named, chunk.specs)
+        with torch.random.fork_rng(devices=self.rng_devices):
+            torch.manual_seed(derive_seed("chunk", chunk.step, chunk.chunk_id, chunk.specs[0].seed))
+            self.algorithm.model.train()
+            out = self.algorithm.chunk_update(named, chunk.specs)
         update = self.layout.flatten({k: out.grads[k] for k in self.layout.names}).detach()
         if self.fault_plan is not None:
             update = self.fault_plan.corrupt_update(self.worker_id, chunk, update)
@@ -70,4 +81,13 @@ class ChunkWorker:
                            time.perf_counter() - start)
 
     def run_chunks(self, params: tuple[int, np.ndarray | torch.Tensor], chunks: list[Chunk]) -> list[ChunkResult]:
-        return [self.run_chunk(params, c) for c in chunks]
+        results = []
+        for chunk in chunks:
+            try:
+                results.append(self.run_chunk(params, chunk))
+            except (UserError, ChunkError):
+                raise
+            except Exception:
+                raise ChunkError(f"worker {self.worker_id}, computing chunk {chunk.chunk_id} of step {chunk.step},",
+                                 traceback.format_exc()) from None
+        return results

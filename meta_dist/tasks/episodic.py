@@ -1,4 +1,6 @@
-"""N-way K-shot classification episodes drawn from a task store (Omniglot, mini-ImageNet, CIFAR-FS).
+"""N-way K-shot classification episodes drawn from a task store (Omniglot, mini-ImageNet, CIFAR-FS, or
+any prepared image folder: `task.name: images` reads whatever store it is given, the dataset names
+also check that the store holds that dataset).
 
 A spec names `ways` distinct classes of a split and, per class, `shots + num_query` distinct rows
 (class-major: a class's shots, then its queries) and the class's rotation; it is drawn only from
@@ -10,6 +12,7 @@ scales to [0, 1] and normalizes with the store's train-split channel statistics.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -29,7 +32,8 @@ class EpisodicTasks(TaskFamily):
     def __init__(self, cfg: TaskConfig, data_dir: str | None):
         self.cfg = cfg
         self.name = cfg.name
-        self.data_dir = data_dir or ""
+        # Absolute: Ray workers that receive the user's code run in its unpacked copy, not here.
+        self.data_dir = str(Path(data_dir).resolve()) if data_dir else ""
         self._store: TaskStore | None = None
         self._split_classes: dict[str, list[int]] = {}
 
@@ -40,10 +44,11 @@ class EpisodicTasks(TaskFamily):
     def store(self) -> TaskStore:
         if self._store is None:
             if not self.data_dir:
+                kind = "folder" if self.name == "images" else self.name
                 raise UserError(f"task '{self.name}' needs a task store: pass --data DIR (built with "
-                                f"`meta-dist data prepare {self.name} --source PATH --out DIR`)")
+                                f"`meta-dist data prepare {kind} --source PATH --out DIR`)")
             store = open_store(self.data_dir)
-            if store.dataset != self.name:
+            if self.name != "images" and store.dataset != self.name:
                 raise UserError(f"task store '{self.data_dir}' holds {store.dataset}, but the config's task.name "
                                 f"is {self.name}; pass a {self.name} store with --data or set task.name={store.dataset}")
             if self.name == "omniglot" and store.manifest["split"] != self.cfg.split:
@@ -99,15 +104,21 @@ class EpisodicTasks(TaskFamily):
             x = x.clone()
             for t, way in turns.nonzero().tolist():
                 x[t, way] = torch.rot90(x[t, way], int(turns[t, way]), dims=(-2, -1))
-        mean = torch.tensor(store.manifest["mean"]).view(c, 1, 1)
-        std = torch.tensor(store.manifest["std"]).view(c, 1, 1)
-        x = (x.float().div_(255.0) - mean) / std
+        x = self.normalize(x)
         labels = torch.arange(n).view(1, n, 1)
         sy = labels.expand(len(specs), n, k).reshape(len(specs), n * k)
         qy = labels.expand(len(specs), n, q).reshape(len(specs), n * q)
         sx = x[:, :, :k].reshape(len(specs), n * k, c, h, w)
         qx = x[:, :, k:].reshape(len(specs), n * q, c, h, w)
         return TaskBatch(sx.contiguous(), sy.contiguous(), qx.contiguous(), qy.contiguous()).to(device)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 images [..., C, H, W] -> the network's inputs: scaled to [0, 1], then normalized with
+        the store's train-split channel statistics."""
+        c = self.store.image_shape[0]
+        mean = torch.tensor(self.store.manifest["mean"]).view(c, 1, 1)
+        std = torch.tensor(self.store.manifest["std"]).view(c, 1, 1)
+        return (pixels.float().div_(255.0) - mean) / std
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -11,7 +11,8 @@ from meta_dist.errors import UserError
 from meta_dist.tasks.spec import TaskFamily
 
 
-def build_rl_algorithm(config: Config, family: TaskFamily, device: torch.device | str = "cpu") -> MetaAlgorithm:
+def build_rl_algorithm(config: Config, family: TaskFamily, device: torch.device | str = "cpu",
+                       model=None) -> MetaAlgorithm:
     if family.metric != "return":
         raise UserError(f"algorithm {config.algorithm.name} needs an RL task (navigation2d, bandits, cheetah_vel, "
                         f"cheetah_dir); task.name is '{family.name}'")
@@ -19,11 +20,11 @@ def build_rl_algorithm(config: Config, family: TaskFamily, device: torch.device 
         if config.model.name != "policy_mlp":
             raise UserError("algorithm maml_rl adapts a Gaussian MLP policy: set model.name=policy_mlp")
         from meta_dist.algorithms.rl.maml_rl import MAMLRL
-        return MAMLRL(config, family, device)
+        return MAMLRL(config, family, device, model)
     if config.model.name != "policy_gru":
         raise UserError("algorithm rl2 needs a recurrent policy: set model.name=policy_gru")
     from meta_dist.algorithms.rl.rl2 import RL2
-    return RL2(config, family, device)
+    return RL2(config, family, device, model)
 
 
 __all__ = ["build_rl_algorithm"]

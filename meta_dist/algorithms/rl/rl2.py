@@ -47,11 +47,11 @@ class Trials:
 
 
 class RL2(MetaAlgorithm):
-    def __init__(self, config, family, device="cpu"):
+    def __init__(self, config, family, device="cpu", model=None):
         if not getattr(family, "discrete", False):
             raise UserError(f"rl2 is implemented for discrete-action tasks (bandits); task '{family.name}' is "
                             f"continuous: use algorithm.name=maml_rl")
-        super().__init__(config, family, device)
+        super().__init__(config, family, device, model)
 
     def policy(self, params: Params, obs: torch.Tensor, h: torch.Tensor | None = None):
         return functional_call(self.model, params, (obs, h))
