@@ -53,13 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="prepare task stores")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser("prepare", help="build an Arrow task store from a dataset release")
-    prep.add_argument("dataset", choices=("omniglot", "miniimagenet", "cifarfs"))
-    prep.add_argument("--source", help="the dataset release (zips, extracted folders, or a torchvision root)")
+    prep.add_argument("dataset", choices=("omniglot", "miniimagenet", "cifarfs", "folder"))
+    prep.add_argument("--source", help="the dataset release (zips, extracted folders, or a torchvision root); "
+                                        "folder: an image folder (one sub-folder per class) or a .csv/.json file list")
     prep.add_argument("--out", required=True, help="output store directory")
     prep.add_argument("--split", choices=("vinyals", "random"), default="vinyals",
                       help="Omniglot class split: vinyals (ProtoNets/Matching Nets) or random 1200/423 (MAML/Reptile)")
     prep.add_argument("--download", action="store_true", help="download with torchvision (needs internet)")
-    prep.add_argument("--seed", type=int, default=1, help="seed of the random split")
+    prep.add_argument("--seed", type=int, default=1, help="seed of the random split (omniglot --split random, folder)")
+    prep.add_argument("--image-size", type=int, metavar="N",
+                      help="folder: resize every image to NxN (LANCZOS); default: keep the size all images share")
+    prep.add_argument("--grayscale", action="store_true", help="folder: store 1-channel grayscale instead of RGB")
+    folder_split = prep.add_mutually_exclusive_group()
+    folder_split.add_argument("--split-ratios", metavar="TRAIN,VAL,TEST",
+                              help="folder: seeded class split ratios (default 0.64,0.16,0.2)")
+    folder_split.add_argument("--split-file", metavar="FILE",
+                              help='folder: class split as JSON {"train": [classes], "val": [...], "test": [...]} '
+                                   "or lines class,split")
 
     bench = sub.add_parser("bench", help="tasks/s at each worker count against the single-process reference loop")
     bench.add_argument("--config", default="omniglot_maml", help="workload config NAME or PATH")
@@ -89,13 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 def train_config(args: argparse.Namespace):
     from meta_dist import config as config_mod
 
-    overrides = list(args.set)
-    for flag, key in (("steps", "steps"), ("workers", "runtime.num_workers"), ("seed", "seed"),
-                      ("address", "runtime.address"), ("time_budget_s", "time_budget_s"),
-                      ("backend", "runtime.backend"), ("data", "task.data_dir")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    options = {name: getattr(args, name, None) for name in config_mod.RUN_OPTIONS}
+    overrides = list(args.set) + config_mod.run_overrides(**options)
     return config_mod.validate(config_mod.load(args.config, overrides))
 
 
@@ -124,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from meta_dist import checkpoint, config as config_mod
-    from meta_dist.evaluate import evaluate, format_result
+    from meta_dist.evaluation import evaluate, format_result
     from meta_dist.references import reference_for
     from meta_dist.runtime.driver import load_run_config
 

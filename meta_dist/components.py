@@ -32,6 +32,9 @@ class Components:
     """The folder holding user code that Ray workers must import (shipped as their working_dir)."""
     user: tuple[str, ...] = field(default=())
     """Which of "task", "model", "algorithm" come from the user rather than meta-dist."""
+    given: tuple[str, ...] = field(default=())
+    """Which of "task", "model" were Python objects that the config's names cannot rebuild (an instance,
+    a lambda, a closure): evaluating the run later needs the same objects again."""
 
     def algorithm(self, config: Config, device: torch.device | str = "cpu") -> algorithms.MetaAlgorithm:
         return algorithms.build(config, self.family, device, self.model)
@@ -53,10 +56,23 @@ def build(config: Config, data_dir: str | None = None, *, task: object = None, m
     if "algorithm" in user:
         objects["algorithm"] = algorithms.algorithm_class(config.algorithm.name)
     code_dir = registry.code_dir([objects[kind] for kind in user])
-    components = Components(family, factory, str(code_dir) if code_dir else None, user)
+    given = tuple(kind for kind, obj in (("task", task), ("model", model))
+                  if obj is not None and not _rebuildable(kind, obj, config))
+    components = Components(family, factory, str(code_dir) if code_dir else None, user, given)
     if check and user:
         check_components(config, components)
     return components
+
+
+def _rebuildable(kind: str, obj: object, config: Config) -> bool:
+    """Whether the config's name for `obj` imports back to the very same object."""
+    if isinstance(obj, models.ModelFactory):
+        obj = obj.fn
+    name = config.task.name if kind == "task" else config.model.name
+    try:
+        return registry.is_import_path(name) and registry.load(kind, name) is obj
+    except UserError:
+        return False
 
 
 def _factory(config: Config, family: TaskFamily, model: object) -> models.ModelFactory:

@@ -378,6 +378,16 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     return from_dict(data)
 
 
+RUN_OPTIONS = {"steps": "steps", "workers": "runtime.num_workers", "seed": "seed", "address": "runtime.address",
+               "time_budget_s": "time_budget_s", "backend": "runtime.backend", "data": "task.data_dir"}
+"""The run options that `meta-dist train` flags and `meta_dist.train` keywords share, and their keys."""
+
+
+def run_overrides(**options) -> list[str]:
+    """`key=value` overrides of the run options that are not None (see RUN_OPTIONS)."""
+    return [f"{RUN_OPTIONS[name]}={value}" for name, value in options.items() if value is not None]
+
+
 def _get(config: Config, path: str):
     obj = config
     for part in path.split("."):

@@ -20,6 +20,7 @@ from torch.func import functional_call, vmap
 
 from meta_dist import models
 from meta_dist.config import Config
+from meta_dist.errors import UserError
 from meta_dist.tasks.spec import TaskFamily, TaskSpec, derive_seed
 
 
@@ -105,30 +106,49 @@ class MetaAlgorithm(ABC):
             return ((out - y) ** 2).flatten(1).mean(1)
         return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
 
+    def metric_of(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-task metric of outputs [T, N, ...] against targets [T, N]: MSE, or accuracy in [0, 1]."""
+        if self.family.metric == "mse":
+            return ((out - y) ** 2).flatten(1).mean(1)
+        return (out.argmax(-1) == y).float().mean(1)
+
     def task_metrics(self, stacked: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Evaluation metric of each task of a chunk: MSE, or accuracy in [0, 1]."""
         with torch.no_grad():
-            out = self.forward_tasks(stacked, x)
-            if self.family.metric == "mse":
-                return ((out - y) ** 2).flatten(1).mean(1)
-            return (out.argmax(-1) == y).float().mean(1)
+            return self.metric_of(self.forward_tasks(stacked, x), y)
+
+    def query_outputs(self, fast: dict[str, torch.Tensor], support_x: torch.Tensor, query_x: torch.Tensor,
+                      transductive_bn: bool = False) -> torch.Tensor:
+        """Outputs [T, Nq, ...] of adapted (stacked) parameters on each task's queries.
+
+        Networks whose forward takes `stats_rows` (Conv-4, ResNet-12) normalize the query with the
+        support set's statistics by default, so no query sees another (non-transductive);
+        `transductive_bn`, and every network without `stats_rows`, normalize with the query batch's own
+        statistics, the protocol behind the MAML and Reptile papers' figures.
+        """
+        with torch.no_grad():
+            if transductive_bn or "stats_rows" not in inspect.signature(self.model.forward).parameters:
+                return self.forward_tasks(fast, query_x)
+            ns = support_x.shape[1]
+            x = torch.cat([support_x, query_x], dim=1)
+            return forward_with_stats(self, fast, x, ns, per_task_params=True)[:, ns:]
 
     def query_metrics(self, fast: dict[str, torch.Tensor], batch, transductive_bn: bool) -> torch.Tensor:
-        """Per-task query metric of adapted (stacked) parameters, for evaluation.
+        """Per-task query metric of adapted (stacked) parameters, for evaluation."""
+        return self.metric_of(self.query_outputs(fast, batch.support_x, batch.query_x, transductive_bn), batch.query_y)
 
-        Networks with batch norm (Conv-4) normalize the query with the support set's statistics by
-        default, so no query sees another (non-transductive); `transductive_bn` normalizes with the
-        query batch's own statistics, the protocol behind the MAML and Reptile papers' figures.
-        """
-        if transductive_bn or "stats_rows" not in inspect.signature(self.model.forward).parameters:
-            return self.task_metrics(fast, batch.query_x, batch.query_y)
-        ns = batch.support_x.shape[1]
-        x = torch.cat([batch.support_x, batch.query_x], dim=1)
-        with torch.no_grad():
-            out = forward_with_stats(self, fast, x, ns, per_task_params=True)[:, ns:]
-        if self.family.metric == "mse":
-            return ((out - batch.query_y) ** 2).flatten(1).mean(1)
-        return (out.argmax(-1) == batch.query_y).float().mean(1)
+    # -- one new task (meta_dist.adapt, meta-dist predict) -------------------------------------------
+    def adapted(self, params: dict[str, torch.Tensor], support_x: torch.Tensor, support_y: torch.Tensor,
+                steps: int, lr: float) -> dict[str, torch.Tensor]:
+        """Parameters adapted to each task's support set, stacked per task ([T, ...] inputs)."""
+        raise UserError(f"algorithm {self.cfg.name!r} does not adapt to a new task from a support set")
+
+    def predictor(self, params: dict[str, torch.Tensor], support_x: torch.Tensor, support_y: torch.Tensor,
+                  steps: int, lr: float):
+        """A function from one task's query inputs [Nq, ...] to outputs [Nq, ...] (class scores or
+        regression values), after adapting to its support set (support_x [Ns, ...], support_y [Ns])."""
+        fast = self.adapted(params, support_x[None], support_y[None], steps, lr or self.cfg.inner_lr)
+        return lambda query_x: self.query_outputs(fast, support_x[None], query_x[None])[0]
 
 
 def forward_with_stats(algorithm: MetaAlgorithm, params: dict[str, torch.Tensor], x: torch.Tensor, stats_rows: int | None,

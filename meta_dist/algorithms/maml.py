@@ -72,6 +72,12 @@ class MAML(MetaAlgorithm):
             metrics["accuracy"] = float(self.task_metrics(fast, b.query_x, b.query_y).sum())
         return ChunkOutput(out, len(specs), metrics)
 
+    def adapted(self, params: Params, support_x, support_y, steps: int, lr: float) -> Params:
+        base = {k: v.detach() for k, v in params.items()}
+        fast = self.adapt(base, self.stack(base, support_x.shape[0]), support_x, support_y, steps, lr,
+                          create_graph=False)
+        return {k: v.detach() for k, v in fast.items()}
+
     # -- evaluation ------------------------------------------------------------------------------
     def eval_chunk(self, params: Params, specs: Sequence[TaskSpec], max_steps: int, inner_lr: float,
                    transductive_bn: bool = False) -> torch.Tensor:

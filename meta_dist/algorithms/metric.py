@@ -83,6 +83,18 @@ class MetricAlgorithm(MetaAlgorithm):
             acc = (pred == b.query_y).float().mean(1)
         return ChunkOutput(out, len(specs), {"meta_loss": float(losses.detach().sum()), "accuracy": float(acc.sum())})
 
+    def predictor(self, params: Params, support_x, support_y, steps: int, lr: float):
+        """Scores [Nq, ways] of one task's queries against its support set (no gradient steps)."""
+        params = {k: v.detach() for k, v in params.items()}
+        ways = int(support_y.max()) + 1
+
+        def scores(query_x: torch.Tensor) -> torch.Tensor:
+            b = TaskBatch(support_x[None], support_y[None], query_x[None], support_y.new_zeros(1, len(query_x)))
+            with torch.no_grad():
+                support, query = self.embed(params, b, transductive=False)
+                return self.scores(params, support, b.support_y, query, ways)[0]
+        return scores
+
     def eval_chunk(self, params: Params, specs: Sequence[TaskSpec], max_steps: int, inner_lr: float,
                    transductive_bn: bool = False) -> torch.Tensor:
         """[T, 1] query accuracy: metric methods do not adapt by gradient steps."""

@@ -58,6 +58,10 @@ class Reptile(MetaAlgorithm):
             metrics["accuracy"] = float(self.task_metrics(phi, b.query_x, b.query_y).sum())
         return ChunkOutput(delta, len(specs), metrics)
 
+    def adapted(self, params: Params, support_x, support_y, steps: int, lr: float) -> Params:
+        base = {k: v.detach() for k, v in params.items()}
+        return self.inner_loop(self.stack(base, support_x.shape[0]), support_x, support_y, steps, lr)
+
     def eval_chunk(self, params: Params, specs: Sequence[TaskSpec], max_steps: int, inner_lr: float,
                    transductive_bn: bool = False) -> torch.Tensor:
         b = self.family.materialize(specs, self.device)

@@ -188,7 +188,8 @@ class RayBackend:
         self.ray = ray
         self.config = config
         self.components = components
-        self.owns_ray = placement.init_ray(config)
+        data_dir = getattr(components.family, "data_dir", "") or ""
+        self.owns_ray = placement.init_ray(config, placement.code_runtime_env(components.code_dir, data_dir))
         self.num_workers = placement.resolve_num_workers(config, ray.cluster_resources())
         # Synchronous mode keeps the parameter server in the driver process: every step waits on
         # it, and an actor hop measured 2.5 ms per step (25% of a sinusoid step on 2 cores). The
@@ -199,7 +200,7 @@ class RayBackend:
         else:
             self.server = ray.remote(ParameterServer).options(num_cpus=0, max_restarts=0).remote(config, init_params)
         self.local: ChunkWorker | None = None
-        self._actor_env = placement.actor_runtime_env(components.code_dir, getattr(components.family, "data_dir", ""))
+        self._actor_env = placement.actor_runtime_env(components.code_dir)
         self.driver_share = DriverShare()
         self._driver_threads = None
         if placement.driver_computes(config):

@@ -26,7 +26,7 @@ from meta_dist import checkpoint, config as config_mod
 from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import NonFiniteError, UserError
-from meta_dist.evaluate import evaluate, format_result
+from meta_dist.evaluation import evaluate, format_result
 from meta_dist.fileio import atomic_write_text
 from meta_dist.metrics import MetricsLog, plot_curve
 from meta_dist.references import reference_for
@@ -136,7 +136,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex[:12]
         atomic_write_text(cfg_path, config_mod.dump(config))
-        atomic_write_text(self.run_dir / "run.json", json.dumps({"run_id": self.run_id}))
+        objects = list(self.components.given) if self.components is not None else []
+        atomic_write_text(self.run_dir / "run.json", json.dumps({"run_id": self.run_id, "objects": objects}))
         return config
 
     # -- main loop -------------------------------------------------------------------------------

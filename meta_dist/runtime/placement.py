@@ -67,10 +67,11 @@ def local_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def init_ray(config: Config) -> bool:
+def init_ray(config: Config, runtime_env: dict | None = None) -> bool:
     """Connect to (or start) Ray; returns True when this call started a local Ray we must shut down
     (with `shutdown_ray`). A local Ray gets this machine's CPUs, less the driver worker's threads
-    where the run is eligible for `runtime.driver_worker`."""
+    where the run is eligible for `runtime.driver_worker`. `runtime_env` is the job's (see
+    `code_runtime_env`); inside a submitted job, the job's own applies."""
     import ray
 
     if ray.is_initialized():
@@ -78,7 +79,8 @@ def init_ray(config: Config) -> bool:
     for k, v in LOOPBACK_ENV.items():
         os.environ.setdefault(k, v)
     address = cluster_address(config)
-    common = dict(namespace="meta-dist", log_to_driver=True, configure_logging=False)
+    common = dict(namespace="meta-dist", log_to_driver=True, configure_logging=False,
+                  runtime_env=None if _in_submitted_job() else runtime_env or None)
     if not address:
         global _driver_cpus
         cpus, threads = local_cpus(), config.runtime.threads_per_worker
@@ -110,26 +112,37 @@ CODE_EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache", "/runs
                  "*.parquet", "*.egg-info"]
 
 
-def actor_runtime_env(code_dir: str | None, data_dir: str = "") -> dict | None:
-    """The runtime_env of the worker actors: the fault-injection plan when one is set (tests, drills), and
-    `code_dir` as their working_dir so that user modules import on every node, unless the job already
-    ships a working_dir (a submitted job: its actors inherit it)."""
-    env: dict = {}
-    plan = {k: os.environ[k] for k in (faults.ENV,) if k in os.environ}
-    if plan:
-        env["env_vars"] = plan
+def code_runtime_env(code_dir: str | None, data_dir: str = "") -> dict:
+    """The job-level runtime_env that ships `code_dir` (the user's modules) to every node as the workers'
+    working_dir; the task store inside it, if any, stays behind."""
+    if not code_dir:
+        return {}
+    excludes = list(CODE_EXCLUDES)
+    if data_dir and Path(data_dir).resolve().is_relative_to(Path(code_dir)):
+        excludes.append("/" + Path(data_dir).resolve().relative_to(Path(code_dir)).as_posix())
+    return {"working_dir": code_dir, "excludes": excludes}
+
+
+def actor_runtime_env(code_dir: str | None) -> dict | None:
+    """The runtime_env of the worker actors: the fault-injection plan when one is set (tests, drills).
+    Where Ray was started by someone else without a working_dir, the workers import user modules from
+    `code_dir` itself (PYTHONPATH), which reaches this node and shared filesystems only: a caller of
+    `ray.init` who wants the code on other nodes passes runtime_env={"working_dir": ...} there."""
+    env_vars = {k: os.environ[k] for k in (faults.ENV,) if k in os.environ}
     if code_dir and not _job_working_dir():
-        excludes = list(CODE_EXCLUDES)
-        if data_dir and Path(data_dir).resolve().is_relative_to(Path(code_dir)):
-            excludes.append("/" + Path(data_dir).resolve().relative_to(Path(code_dir)).as_posix())
-        env.update(working_dir=code_dir, excludes=excludes)
-    return env or None
+        env_vars["PYTHONPATH"] = os.pathsep.join(p for p in (code_dir, os.environ.get("PYTHONPATH", "")) if p)
+    return {"env_vars": env_vars} if env_vars else None
 
 
 def _job_working_dir() -> str:
     import ray
 
     return (ray.get_runtime_context().runtime_env or {}).get("working_dir", "") if ray.is_initialized() else ""
+
+
+def _in_submitted_job() -> bool:
+    """A Ray Jobs entrypoint: its runtime_env (the submitted working_dir) is set for it already."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
 def worker_resources(config: Config, index: int) -> dict:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from meta_dist import config as config_mod
-from meta_dist.evaluate import evaluate
+from meta_dist.evaluation import evaluate
 from meta_dist.runtime.driver import Trainer
 from meta_dist.tasks import prepare
 from meta_dist.tasks.store import open_store, verify_checksum

@@ -31,7 +31,7 @@ def test_pure_layers_do_not_import_ray_or_runtime():
 
 
 def test_importing_the_pure_layers_loads_no_ray():
-    code = ("import sys, meta_dist.tasks, meta_dist.models, meta_dist.algorithms, meta_dist.evaluate, "
+    code = ("import sys, meta_dist.tasks, meta_dist.models, meta_dist.algorithms, meta_dist.evaluation, "
             "meta_dist.checkpoint; from meta_dist import config, tasks, algorithms; "
             "cfg = config.load(); algorithms.build(cfg, tasks.build(cfg)); "
             "assert 'ray' not in sys.modules, 'ray was imported'")
