@@ -1,4 +1,4 @@
-"""`meta-dist data prepare {omniglot,miniimagenet,cifarfs}`: a dataset release -> an Arrow task store.
+"""`meta-dist data prepare {omniglot,miniimagenet,cifarfs,folder}`: a dataset release -> an Arrow task store.
 
 - omniglot: see `meta_dist.tasks.omniglot` (official zips, Vinyals or seeded random split).
 - miniimagenet (Vinyals et al. 2016, Ravi & Larochelle 2017 split 64/16/20): a user-supplied copy, either
@@ -7,6 +7,8 @@
   {class: [indices]}); stored as 84x84 RGB. It cannot be downloaded here.
 - cifarfs (Bertinetto et al. 2019): torchvision's CIFAR-100 python files (`cifar-100-python/{train,test,meta}`),
   train and test images pooled per fine class (600 each), the paper's 64/16/20 class split; 32x32 RGB.
+- folder: your own data, an image folder (one sub-folder per class) or a .csv/.json file list; see
+  `meta_dist.tasks.folder` (seeded 64/16/20 class split, or --split-ratios / --split-file).
 
 Pickles are read with a restricted unpickler that admits only numpy arrays and plain containers, so
 a hostile file cannot run code.
@@ -21,10 +23,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from meta_dist.errors import UserError
-from meta_dist.tasks import omniglot
+from meta_dist.tasks import folder, omniglot
 from meta_dist.tasks.store import ImageRow, write_store
 
 MINI_SIZE = 84
@@ -79,14 +80,8 @@ def load_pickle(path: Path, encoding: str = "latin1"):
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.LANCZOS)
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise UserError(f"'{path}' is not a readable image ({e})") from None
+    """[size, size, 3] uint8 RGB, LANCZOS-resized when the file is another size."""
+    return folder.read_image(path, "RGB", (size, size))
 
 
 # -- mini-ImageNet ------------------------------------------------------------------------------------
@@ -198,11 +193,25 @@ def _download(dataset: str, root: Path) -> Path:
             raise UserError(f"downloading CIFAR-100 failed ({type(e).__name__}: {e}); download "
                             f"cifar-100-python.tar.gz yourself, extract it and pass the folder with --source") from None
         return root
+    if dataset == "folder":
+        raise UserError("your own data cannot be downloaded; pass the image folder or file list with --source")
     raise UserError("mini-ImageNet cannot be downloaded; supply a copy with --source")
+
+
+def _folder_options(args: argparse.Namespace) -> dict:
+    """The `data prepare folder` options; set for another dataset they are a UserError, not silently ignored."""
+    opts = {k: getattr(args, k, None) for k in ("image_size", "grayscale", "split_ratios", "split_file")}
+    given = [k for k, v in opts.items() if v not in (None, False)]
+    if args.dataset != "folder" and given:
+        raise UserError(f"--{given[0].replace('_', '-')} applies only to `meta-dist data prepare folder`")
+    opts["grayscale"] = bool(opts["grayscale"])
+    opts["split_file"] = None if opts["split_file"] is None else Path(opts["split_file"])
+    return opts
 
 
 def main(args: argparse.Namespace) -> Path:
     out = Path(args.out)
+    folder_opts = _folder_options(args)
     if args.download:
         source = _download(args.dataset, Path(args.source) if args.source else out.parent / f"{out.name}-download")
     elif not args.source:
@@ -216,6 +225,8 @@ def main(args: argparse.Namespace) -> Path:
         path = omniglot.prepare(source, out, args.split, args.seed, progress)
     elif args.dataset == "miniimagenet":
         path = prepare_miniimagenet(source, out, progress)
+    elif args.dataset == "folder":
+        path = folder.prepare_folder(source, out, seed=args.seed, progress=progress, **folder_opts)
     else:
         path = prepare_cifarfs(source, out, progress)
     print(f"wrote task store {path}", file=sys.stderr)
