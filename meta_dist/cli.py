@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from meta_dist.errors import NonFiniteError, UserError
+from meta_dist.errors import ChunkError, NonFiniteError, UserError
 
 
 def _add_train_options(p: argparse.ArgumentParser, with_address: bool = True) -> None:
@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--transductive-bn", action="store_true", help="batch norm with support+query statistics")
     ev.add_argument("--split", choices=("test", "val"), help="split to evaluate on (default test)")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+
+    pred = sub.add_parser("predict", help="classify the image files of a new task with a meta-trained run")
+    pred.add_argument("--run-dir", required=True, help="the meta-trained run")
+    pred.add_argument("--support", required=True, help="support folder: one sub-folder of images per new class")
+    pred.add_argument("--query", required=True, help="folder of image files to classify")
+    pred.add_argument("--data", help="the run's task store, if it moved (its preprocessing is applied)")
+    pred.add_argument("--steps", type=int, help="adaptation steps (default: the run's eval.inner_steps)")
+    pred.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     data = sub.add_parser("data", help="prepare task stores")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -112,7 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError("--resume needs --run-dir DIR (the run to continue)")
         from meta_dist import config as config_mod
 
+        from meta_dist.api import check_objects
+
         base = load_run_config(Path(args.run_dir))
+        check_objects(Path(args.run_dir))
         extra = [f"steps={args.steps}"] if args.steps is not None else []
         extra += [f"time_budget_s={args.time_budget_s}"] if args.time_budget_s is not None else []
         extra += [f"runtime.num_workers={args.workers}"] if args.workers is not None else []
@@ -128,13 +139,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from meta_dist import checkpoint, config as config_mod
+    from meta_dist import api, config as config_mod
     from meta_dist.evaluation import evaluate, format_result
     from meta_dist.references import reference_for
-    from meta_dist.runtime.driver import load_run_config
 
-    run_dir = Path(args.run_dir)
-    config = load_run_config(run_dir)
+    run = api.open_run(args.run_dir, data=args.data)
+    config = run.config
     extra = [f"eval.inner_steps={args.inner_steps}"] if args.inner_steps is not None else []
     if args.inner_steps is not None and args.inner_steps > config.eval.max_inner_steps:
         extra.append(f"eval.max_inner_steps={args.inner_steps}")
@@ -143,15 +153,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, value in (("--tasks", args.tasks), ("--ways", args.ways), ("--shots", args.shots)):
         if value is not None and value <= 0:
             raise UserError(f"{name} must be positive, got {value}")
-    ckpt = checkpoint.load_latest(run_dir)
-    if ckpt is None:
-        raise UserError(f"{run_dir} holds no checkpoint to evaluate; train first")
-    result = evaluate(config, ckpt.params, step=ckpt.step, data_dir=args.data, num_tasks=args.tasks,
-                      ways=args.ways, shots=args.shots, split=args.split)
+    ckpt = run.checkpoint
+    result = evaluate(config, ckpt.params, step=ckpt.step, num_tasks=args.tasks, ways=args.ways, shots=args.shots,
+                      split=args.split, components=run.components)
     if args.json:
         print(json.dumps(result))
     else:
         print(format_result(result, reference_for(config)))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from meta_dist.predict import predict_files
+
+    if args.steps is not None and args.steps < 0:
+        raise UserError(f"--steps must be >= 0, got {args.steps}")
+    result = predict_files(args.run_dir, args.support, args.query, data=args.data, steps=args.steps)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for row in result["predictions"]:
+            print(f"{row['file']}\t{row['class']}")
     return 0
 
 
@@ -172,7 +194,7 @@ def cmd_submit(args: argparse.Namespace, train_argv: list[str]) -> int:
     from meta_dist.runtime import jobs_client
 
     return jobs_client.submit(train_argv, address=args.address, follow=args.follow, storage=args.storage,
-                              working_dir=str(Path(__file__).resolve().parent.parent),
+                              working_dir=str(Path.cwd()),
                               install_deps=args.install_deps)
 
 
@@ -218,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "predict":
+            return cmd_predict(args)
         if args.command == "data":
             return cmd_data(args)
         if args.command == "bench":
@@ -230,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except NonFiniteError as e:
         print(f"meta-dist: error: {e}", file=sys.stderr)
+        return 1
+    except ChunkError as e:
+        print(f"meta-dist: error: {e.where} raised an exception; the run stops (a chunk fails the same way on "
+              f"any worker, so it is not retried):\n{e.traceback_text.rstrip()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,8 +1,8 @@
 """Ray Jobs client behind `meta-dist submit` and the job commands (list, status, logs, stop).
 
 A submitted run is the same `meta-dist train` command line, shipped as a Ray job whose entrypoint
-is `python jobs/train.py <train options>` and whose working_dir is this repository, so the cluster
-runs exactly the code that was submitted. Dependencies are NOT installed per job by default: the
+is `python -m meta_dist.job <train options>` and whose working_dir is the submitting folder, so the
+cluster imports the user's own modules (a config's import paths) from exactly what was submitted. Dependencies are NOT installed per job by default: the
 cluster image or venv already has them, and a per-job pip install would make every submission slow
 and dependent on a package index (`install_deps=True` opts in, using pyproject's dependency list).
 
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from meta_dist.errors import UserError
+from meta_dist.runtime.placement import CODE_EXCLUDES
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -38,13 +39,9 @@ if TYPE_CHECKING:
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 PROBE_TIMEOUT_S = 3.0
 TERMINAL_STATUS_TIMEOUT_S = 60.0
-TRAIN_ENTRYPOINT = "jobs/train.py"
+TRAIN_ENTRYPOINT = ("python", "-m", "meta_dist.job")
 
-# gitignore-style patterns relative to working_dir; "/data" and "/runs" are anchored at the repo
-# root so that a source package named e.g. `meta_dist/data/` is still shipped.
-WORKING_DIR_EXCLUDES = [
-    ".git", ".venv", "/data", "/runs", "checkpoints", "*.parquet", "__pycache__", ".pytest_cache",
-]
+WORKING_DIR_EXCLUDES = CODE_EXCLUDES
 _ADDRESS_ENV_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _START_HINT = "start a head with `cluster/local.sh start` or pass --address URL"
@@ -161,8 +158,8 @@ def _job_info(client: JobSubmissionClient, url: str, job_id: str) -> JobDetails:
 
 
 def build_entrypoint(train_args: Sequence[str]) -> str:
-    """`python jobs/train.py <train args>`, each argument shell-quoted."""
-    return shlex.join(["python", TRAIN_ENTRYPOINT, *train_args])
+    """`python -m meta_dist.job <train args>`, each argument shell-quoted."""
+    return shlex.join([*TRAIN_ENTRYPOINT, *train_args])
 
 
 def _flag_value(args: Sequence[str], flag: str) -> str | None:
@@ -186,7 +183,7 @@ def apply_storage(train_args: Sequence[str], storage: str | None, job_name: str)
     A path (which must be absolute and on a filesystem every node shares) becomes `--run-dir`.
     A URI (`s3://bucket/prefix`, `gs://...`, `file:///...`) becomes `--storage URI/<job_name>`:
     training then writes to a local temporary run directory on the node running the entrypoint,
-    and `jobs/train.py` uploads that directory with `pyarrow.fs.copy_files(local, uri)` when
+    and `meta_dist.job` uploads that directory with `pyarrow.fs.copy_files(local, uri)` when
     training ends (so a URI run cannot be resumed in place; pass --run-dir on shared storage
     for runs you intend to --resume).
     """

@@ -106,10 +106,12 @@ def init_ray(config: Config, runtime_env: dict | None = None) -> bool:
     return False
 
 
-# What never travels with the user's code to the workers: version control, environments, caches, run
-# directories and task stores (the workers read stores from their own disks).
-CODE_EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache", "/runs", "checkpoints", "*.arrow",
-                 "*.parquet", "*.egg-info"]
+# What never travels with the user's code to the workers or a submitted job (gitignore patterns relative
+# to the shipped folder): version control, environments, caches, run directories and task stores, which
+# the workers read from their own disks. "/data" and "/runs" are anchored at the folder's root, so that a
+# source package named e.g. `meta_dist/data/` still travels.
+CODE_EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache", "/data", "/runs", "checkpoints",
+                 "*.arrow", "*.parquet", "*.egg-info"]
 
 
 def code_runtime_env(code_dir: str | None, data_dir: str = "") -> dict:

@@ -1,4 +1,4 @@
-"""The Ray Jobs client (meta_dist.runtime.jobs_client) and the jobs/train.py entry point.
+"""The Ray Jobs client (meta_dist.runtime.jobs_client) and the job entry point (meta_dist.job).
 
 The first half needs no Ray cluster: address checks fail fast with one-line UserErrors, the
 entrypoint and runtime_env are built as documented, --storage maps to the run directory. The
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import importlib.util
 import os
 import secrets
 import shlex
@@ -154,10 +153,9 @@ def loopback_head(num_cpus: int = 2, ready_timeout_s: float = 180.0,
 
 
 def _load_jobs_train():
-    spec = importlib.util.spec_from_file_location("jobs_train", REPO_ROOT / "jobs" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from meta_dist import job
+
+    return job
 
 
 def _one_line(err: BaseException) -> str:
@@ -227,12 +225,12 @@ def test_explicit_address_wins_over_environment(monkeypatch: pytest.MonkeyPatch)
     assert jobs_client.resolve_address(None) == "http://127.0.0.1:7777"
 
 
-def test_entrypoint_runs_jobs_train_with_quoted_args() -> None:
+def test_entrypoint_runs_the_job_module_with_quoted_args() -> None:
     args = ["--config", "sinusoid_maml", "--set", "algorithm.inner_lr=0.01", "--run-dir",
             "/shared/my runs/a"]
     entrypoint = jobs_client.build_entrypoint(args)
-    assert entrypoint.startswith("python jobs/train.py ")
-    assert shlex.split(entrypoint) == ["python", "jobs/train.py", *args]
+    assert entrypoint.startswith("python -m meta_dist.job ")
+    assert shlex.split(entrypoint) == ["python", "-m", "meta_dist.job", *args]
 
 
 def test_storage_sets_the_run_directory() -> None:

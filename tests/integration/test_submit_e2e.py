@@ -1,6 +1,6 @@
 """End to end: `meta-dist submit --follow` trains through a real Ray job on a loopback head.
 
-The job runs `python jobs/train.py ...` in a shipped copy of this repository; the run directory
+The job runs `python -m meta_dist.job ...` in a shipped copy of the submitting folder; the run directory
 is a local path, which every "node" of a one-machine cluster shares. Checks the public contract:
 exit code 0 only for a SUCCEEDED job, metrics.parquet with steps 1..N, a loadable checkpoint; and
 that a bad config fails the job with the one-line error in its logs, not a traceback.
