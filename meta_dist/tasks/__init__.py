@@ -23,8 +23,20 @@ def _builtin(config: Config, data_dir: str | None) -> TaskFamily:
     if name in IMAGE_TASKS:
         from meta_dist.tasks.episodic import EpisodicTasks
         return EpisodicTasks(config.task, data_dir or config.task.data_dir)
+    require_rl_extra(name)
     from meta_dist.tasks.rl import build_rl_family
     return build_rl_family(config)
+
+
+def require_rl_extra(task_name: str) -> None:
+    """The meta-RL families need gymnasium (and MuJoCo for half-cheetah), which `meta-dist[rl]` brings."""
+    import importlib.util
+
+    needed = ["gymnasium"] + (["mujoco"] if task_name.startswith("cheetah") else [])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"task '{task_name}' needs {', '.join(missing)}, which meta-dist installs as an extra: "
+                        f"pip install 'meta-dist[rl]'")
 
 
 def construct(obj: object, kwargs: dict, label: str, data_dir: str | None = None) -> TaskFamily:
