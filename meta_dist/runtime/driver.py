@@ -112,12 +112,13 @@ class Trainer:
         """`on_step(step, row)` is called after each committed step (monitoring, tests); `components`
         replace the ones the config names (objects given to `meta_dist.train`)."""
         self.run_dir = Path(run_dir)
-        self.components = components
         self.on_step = on_step
         self.fault_plan = FaultPlan.from_env()
         self.data_dir = data_dir or config.task.data_dir or None
         self.resume = resume
         self.stop_signal: int | None = None
+        # Built (and user components checked) before the run directory is touched: bad input writes nothing.
+        self.components = components or build_components(config, self.data_dir)
         self.config = self._prepare_run_dir(config)
 
     # -- run directory ---------------------------------------------------------------------------
@@ -136,14 +137,14 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex[:12]
         atomic_write_text(cfg_path, config_mod.dump(config))
-        objects = list(self.components.given) if self.components is not None else []
+        objects = list(self.components.given)
         atomic_write_text(self.run_dir / "run.json", json.dumps({"run_id": self.run_id, "objects": objects}))
         return config
 
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> dict:
         cfg = self.config
-        components = self.components or build_components(cfg, self.data_dir)
+        components = self.components
         family = components.family
         init = components.algorithm(cfg).init_params(derive_seed("init", cfg.seed))
         start_step = 0
