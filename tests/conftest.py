@@ -31,7 +31,8 @@ def ray_local():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", namespace="meta-dist-test",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             namespace="meta-dist-test",
              log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -88,7 +88,9 @@ def init_ray(config: Config, runtime_env: dict | None = None) -> bool:
         # Ray starts worker processes at niceness 15, below the driver. Here the actors are half of every
         # synchronous step, beside a driver that computes too: at 15 each wake-up of Ray's own processes
         # lands on them (measured on 2 cores, Omniglot: the actor 10% slower, 144.5 -> 154.9 tasks/s at 0).
-        ray.init(num_cpus=cpus - _driver_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+        # address="local": a Ray of our own even where `ray start` left a cluster that ray.init() would join.
+        ray.init(address="local", num_cpus=cpus - _driver_cpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1",
                  _system_config={"worker_niceness": 0}, **common)
         return True
     if address.startswith("http://") or address.startswith("https://"):
