@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Sequence
 
 import torch
@@ -76,6 +77,12 @@ class MetaAlgorithm(ABC):
         """Per-task metric after 0..max_steps adaptation steps: a [num_tasks, S] tensor (S may be 1
         for methods that do not adapt by gradient steps)."""
 
+    @cached_property
+    def takes_stats_rows(self) -> bool:
+        """Whether the network's forward takes `stats_rows` (batch norm with the first rows' statistics).
+        Networks without it normalize a batch with its own statistics."""
+        return "stats_rows" in inspect.signature(self.model.forward).parameters
+
     # -- shared helpers: everything below works on a chunk, parameters stacked per task -------------
     def model_params(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The entries of `params` that belong to the network (algorithms may add `meta.*` ones)."""
@@ -127,7 +134,7 @@ class MetaAlgorithm(ABC):
         statistics, the protocol behind the MAML and Reptile papers' figures.
         """
         with torch.no_grad():
-            if transductive_bn or "stats_rows" not in inspect.signature(self.model.forward).parameters:
+            if transductive_bn or not self.takes_stats_rows:
                 return self.forward_tasks(fast, query_x)
             ns = support_x.shape[1]
             x = torch.cat([support_x, query_x], dim=1)
@@ -154,9 +161,10 @@ class MetaAlgorithm(ABC):
 def forward_with_stats(algorithm: MetaAlgorithm, params: dict[str, torch.Tensor], x: torch.Tensor, stats_rows: int | None,
                        per_task_params: bool) -> torch.Tensor:
     """The model over a chunk `x` [T, N, ...], batch norm using each task's first `stats_rows` rows
-    (None: all rows). `params` are stacked per task when `per_task_params`, else shared."""
+    (None, or a network without `stats_rows`: all rows). `params` are stacked per task when
+    `per_task_params`, else shared."""
     p = algorithm.model_params(params)
-    kwargs = {} if stats_rows is None else {"stats_rows": stats_rows}
+    kwargs = {"stats_rows": stats_rows} if stats_rows is not None and algorithm.takes_stats_rows else {}
     if algorithm.cfg.vmap:
         fn = lambda q, xx: functional_call(algorithm.model, q, (xx,), kwargs)  # noqa: E731
         return vmap(fn, in_dims=(0 if per_task_params else None, 0), randomness="different")(p, x)

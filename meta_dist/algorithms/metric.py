@@ -8,8 +8,8 @@ with its own statistics.
 
 Batch-norm statistics: training embeds support and query together (as Snell et al.'s code does);
 evaluation with `transductive_bn=True` does the same, with `False` every image is normalized with
-the support set's statistics only (Conv4's `stats_rows`), so no query sees another query. The
-trade-off: support-only statistics come from ways*shots images (5 for 5-way 1-shot), noisier than
+the support set's statistics only (`stats_rows` of Conv-4 and ResNet-12), so no query sees another
+query; a network without `stats_rows` uses the whole episode's statistics (transductive). The trade-off: support-only statistics come from ways*shots images (5 for 5-way 1-shot), noisier than
 the training batch, which typically costs a little accuracy; it is the honest, non-transductive
 number.
 """
