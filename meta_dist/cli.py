@@ -32,13 +32,8 @@ def _add_train_options(p: argparse.ArgumentParser, with_address: bool = True) ->
     p.add_argument("--backend", choices=("ray", "local"), help="ray (default) or local (one process, no Ray)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meta-dist", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="meta-train (default: MAML on sinusoid regression, paper settings)")
-    _add_train_options(train)
-
+def _add_eval_parser(sub) -> None:
+    """`meta-dist eval`: a run's newest checkpoint on held-out tasks."""
     ev = sub.add_parser("eval", help="evaluate a run's newest checkpoint on held-out tasks")
     ev.add_argument("--run-dir", required=True, help="run directory to evaluate")
     ev.add_argument("--data", help="task store directory (image tasks)")
@@ -50,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("test", "val"), help="split to evaluate on (default test)")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
+
+def _add_predict_parser(sub) -> None:
+    """`meta-dist predict`: label the image files of a new task."""
     pred = sub.add_parser("predict", help="classify the image files of a new task with a meta-trained run")
     pred.add_argument("--run-dir", required=True, help="the meta-trained run")
     pred.add_argument("--support", required=True, help="support folder: one sub-folder of images per new class")
@@ -58,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--steps", type=int, help="adaptation steps (default: the run's eval.inner_steps)")
     pred.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
+
+def _add_data_parser(sub) -> None:
+    """`meta-dist data prepare`: build a task store."""
     data = sub.add_parser("data", help="prepare task stores")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser("prepare", help="build an Arrow task store from a dataset release")
@@ -78,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     folder_split.add_argument("--split-file", metavar="FILE",
                               help='folder: class split as JSON {"train": [classes], "val": [...], "test": [...]} '
                                    "or lines class,split")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meta-dist", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="meta-train (default: MAML on sinusoid regression, paper settings)")
+    _add_train_options(train)
+
+    _add_eval_parser(sub)
+    _add_predict_parser(sub)
+    _add_data_parser(sub)
 
     bench = sub.add_parser("bench", help="tasks/s at each worker count against the single-process reference loop")
     bench.add_argument("--config", default="omniglot_maml", help="workload config NAME or PATH")
