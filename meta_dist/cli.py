@@ -1,4 +1,4 @@
-"""The `meta-dist` command line (see README and DESIGN.md's public contract).
+"""The `meta-dist` command line (see README and docs/cli.md).
 
 Every subcommand parses, validates, and hands over to one library function. A `UserError` anywhere
 below becomes one line on stderr and exit code 2; any other exception is an internal failure

@@ -1,13 +1,13 @@
 """Published and measured reference figures printed next to our own (source in each string;
-see the README's results table and ../shared/guide/REFERENCE.md)."""
+see docs/results.md)."""
 from __future__ import annotations
 
 from meta_dist.config import Config
 
 _REFERENCES = {
     ("sinusoid", "maml"): "MAML K=10 MSE after 0/1/10 steps: 3.13 / 0.443 / 0.143 after 20k meta-steps, "
-                          "0.357 +- 0.023 (1 step) after 70k (REFERENCE.md reproduction of Finn et al. 2017)",
-    ("sinusoid", "fomaml"): "second-order MAML K=10, 1 step: 0.443 after 20k meta-steps (REFERENCE.md); "
+                          "0.357 +- 0.023 (1 step) after 70k (a reproduction of Finn et al. 2017's setup)",
+    ("sinusoid", "fomaml"): "second-order MAML K=10, 1 step: 0.443 after 20k meta-steps (a reproduction); "
                             "first-order trails it slightly (Finn et al. 2017, Sec. 5.2)",
     ("sinusoid", "reptile"): "Reptile sinusoid: the paper gives only figures (Nichol et al. 2018)",
     ("omniglot", "maml"): "Omniglot 5-way 1-shot: MAML 98.7 +- 0.4% (Finn et al. 2017, Table 1)",
@@ -16,8 +16,8 @@ _REFERENCES = {
     ("omniglot", "protonet"): "Omniglot 5-way 1-shot: Prototypical Networks 98.8% (Snell et al. 2017)",
     ("omniglot", "matchingnet"): "Omniglot 5-way 1-shot: Matching Networks 98.1% (Vinyals et al. 2016)",
     ("omniglot", "siamese"): "Omniglot 5-way 1-shot: Siamese nets 97.3% (Koch 2015, as quoted by Finn et al. 2017)",
-    ("omniglot", "metasgd"): "Omniglot 5-way 1-shot: Meta-SGD 99.53 +- 0.26% (Li et al. 2017; paper figure, not in REFERENCE.md)",
-    ("omniglot", "anil"): "Omniglot 20-way 1-shot: ANIL 96.2 +- 0.5% (Raghu et al. 2020; paper figure, not in REFERENCE.md)",
+    ("omniglot", "metasgd"): "Omniglot 5-way 1-shot: Meta-SGD 99.53 +- 0.26% (Li et al. 2017)",
+    ("omniglot", "anil"): "Omniglot 20-way 1-shot: ANIL 96.2 +- 0.5% (Raghu et al. 2020)",
     ("navigation2d", "maml_rl"): "2D navigation return after 0/1/2/3 steps: MAML -40.4 / -11.7 +- 2.2 / -3.3 / -3.2 "
                                  "(Finn et al. 2017, Sec. 5.3)",
     ("cheetah_vel", "maml_rl"): "Half-cheetah goal velocity return after 0/1/2/3 steps: MAML -129.5 / -78.6 / -66.6 / "

@@ -1,7 +1,7 @@
 """Synthetic image task stores: random pixels written in the real store format.
 
 Throughput does not depend on what the pixels show, so `meta-dist bench` measures image workloads on
-random images when no `--data` is given (REFERENCE.md's measurement used random 28x28 inputs). The
+random images when no `--data` is given (the reference loop's workload is random 28x28 inputs too). The
 store goes through `store.write_store`, so workers read it through the same memory-mapped path, the
 same rotation classes and the same normalization as a prepared dataset; only accuracy is meaningless.
 """

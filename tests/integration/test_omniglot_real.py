@@ -1,5 +1,5 @@
 """The real Omniglot release, end to end: prepare the Vinyals-split store, check it against the split
-files, train ProtoNet briefly in-process and check it learns (REFERENCE.md: 88.8% after 100 episodes)."""
+files, train ProtoNet briefly in-process and check it learns (a reference reproduction: 88.8% after 100 episodes)."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +20,7 @@ from meta_dist.tasks.store import open_store, verify_checksum
 OMNIGLOT = Path(os.environ.get("META_DIST_OMNIGLOT", Path(__file__).resolve().parents[2].parent / "shared" / "data" / "omniglot"))
 SPLITS = OMNIGLOT / "splits" / "vinyals"
 # Measured on the 2-core development machine (threads=1, seed 0): 100 episodes of 20-way 1-shot training
-# gave 88.7 +- 1.1% 5-way 1-shot test accuracy on 300 tasks (REFERENCE.md: 88.8%); the threshold leaves
+# gave 88.7 +- 1.1% 5-way 1-shot test accuracy on 300 tasks (the reference reproduction: 88.8%); the threshold leaves
 # a wide margin. META_DIST_OMNIGLOT overrides where the release is looked for.
 MIN_ACCURACY = 80.0
 
@@ -52,7 +52,7 @@ def test_store_matches_the_vinyals_split_files(omniglot_store):
 
 def test_protonet_learns_on_real_omniglot(omniglot_store, tmp_path):
     torch.set_num_threads(1)
-    # REFERENCE.md's protocol: one 5-query episode per step
+    # The reference reproduction's protocol: one 5-query episode per step
     cfg = config_mod.load("omniglot_protonet", ["steps=100", "runtime.backend=local", "eval.num_tasks=10",
                                                 "checkpoint.every=1000", "task.num_query=5",
                                                 "algorithm.meta_batch_size=1"])
