@@ -69,6 +69,8 @@ def _rebuildable(kind: str, obj: object, config: Config) -> bool:
     if isinstance(obj, models.ModelFactory):
         obj = obj.fn
     name = config.task.name if kind == "task" else config.model.name
+    if name.startswith("__main__:"):  # a script's object: no later process can import it by name
+        return False
     try:
         return registry.is_import_path(name) and registry.load(kind, name) is obj
     except UserError:

@@ -384,7 +384,11 @@ RUN_OPTIONS = {"steps": "steps", "workers": "runtime.num_workers", "seed": "seed
 
 
 def run_overrides(**options) -> list[str]:
-    """`key=value` overrides of the run options that are not None (see RUN_OPTIONS)."""
+    """`key=value` overrides of the run options that are not None (see RUN_OPTIONS). A local `data` path
+    is made absolute, so the run's config.yaml still finds the store from any directory."""
+    data = options.get("data")
+    if data and "://" not in str(data):
+        options["data"] = str(Path(data).resolve())
     return [f"{RUN_OPTIONS[name]}={value}" for name, value in options.items() if value is not None]
 
 

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from meta_dist import registry
 from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
@@ -64,16 +65,25 @@ def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data
               "step": step, "params_sha256": params_sha256(params), "inner_steps": head["inner_steps"],
               "nonfinite_tasks": head["nonfinite_tasks"], "split": split, "curve": curve,
               "algorithm": config.algorithm.name, "task": config.task.name}
+    task_shape = _task_shape(config, family)
     if family.metric == "accuracy":
-        result.update(unit="%", ways=ways or family.output_dim, shots=shots or config.task.shots,
-                      query_per_class=e.query_per_class or config.task.num_query)
+        result.update(unit="%", ways=ways or family.output_dim, shots=shots or task_shape["shots"],
+                      query_per_class=e.query_per_class or task_shape["num_query"])
     if family.metric == "mse":
-        result.update(shots=shots or config.task.shots)
+        result.update(shots=shots or task_shape["shots"])
     if config.task.name == "bandits":  # RL^2's comparison: classic bandit algorithms on the same instances
         from meta_dist.algorithms.rl.baselines import bandit_baselines
 
         result["baselines"] = bandit_baselines(config, n, split)
     return result
+
+
+def _task_shape(config: Config, family) -> dict:
+    """Shots and queries of the evaluated episodes when not overridden: the config's for built-in families,
+    the family's own `shots` / `num_query` attributes (None if it has none) for a user's."""
+    if registry.is_builtin("task", config.task.name):
+        return {"shots": config.task.shots, "num_query": config.task.num_query}
+    return {"shots": getattr(family, "shots", None), "num_query": getattr(family, "num_query", None)}
 
 
 def format_result(result: dict, reference: str = "") -> str:

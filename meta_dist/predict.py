@@ -39,8 +39,9 @@ def support_classes(support: Path) -> list[tuple[str, list[Path]]]:
     return classes
 
 
-def _inputs(family, files: list[Path]) -> torch.Tensor:
-    """Files -> the network's inputs [N, C, H, W], exactly as the store's episodes are made."""
+def image_inputs(family, files: list[Path]) -> torch.Tensor:
+    """Image files -> the network's inputs [N, C, H, W], exactly as an image family's episodes make them
+    from its store (`meta_dist.open_run(run_dir).components.family` is the run's family)."""
     store = family.store
     preprocess = preprocess_spec(store.manifest)
     pixels = np.stack([load_image_file(f, preprocess, store.image_shape) for f in files])
@@ -64,10 +65,10 @@ def predict_files(run_dir: str | Path, support: str | Path, query: str | Path, *
     queries = image_files(query_dir)
     if not queries:
         raise UserError(f"--query '{query}' holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    support_x = _inputs(family, [f for _, files in classes for f in files])
+    support_x = image_inputs(family, [f for _, files in classes for f in files])
     support_y = torch.cat([torch.full((len(files),), i, dtype=torch.long) for i, (_, files) in enumerate(classes)])
     predictor = api.adapt(run, support_x, support_y, steps=steps)
-    labels = predictor.predict(_inputs(family, queries)).tolist()
+    labels = predictor.predict(image_inputs(family, queries)).tolist()
     names = [name for name, _ in classes]
     return {"predictions": [{"file": str(f), "class": names[k]} for f, k in zip(queries, labels)],
             "classes": names, "shots": {name: len(files) for name, files in classes},

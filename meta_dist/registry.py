@@ -87,6 +87,9 @@ def load(kind: str, name: str) -> object:
         return plugins[name].load()
     check_name(kind, name)
     module_name, _, attr = name.partition(":")
+    if module_name == "__main__":
+        raise UserError(f"config key '{key}' names {name!r}, an object defined in a Python script, which cannot "
+                        f"be imported by name; pass the same object again from Python ({kind}=...)")
     obj: object = _import_module(module_name, key, name)
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -104,18 +107,26 @@ def import_path_of(obj: object) -> str:
 
 
 def code_dir(objects: list[object]) -> Path | None:
-    """The working directory, when any of `objects` (classes, functions or instances) is defined in a
-    module that lives under it or in the `__main__` script: the folder the Ray workers need in order
-    to import (or unpickle) them. None when everything comes from installed packages."""
+    """The folder the Ray workers need in order to import (or unpickle) `objects` (classes, functions or
+    instances): the working directory when their modules live under it, else the folder their top-level
+    package or module imports from. None when everything comes from installed packages."""
     cwd = Path.cwd().resolve()
-    for obj in objects:
-        target = obj if isinstance(obj, type) or hasattr(obj, "__qualname__") else type(obj)
-        module = sys.modules.get(getattr(target, "__module__", "") or "")
-        path = getattr(module, "__file__", None)
-        if path is None:
-            continue
-        resolved = Path(path).resolve()
-        if cwd == resolved.parent or cwd in resolved.parents:
-            if "site-packages" not in resolved.parts and "dist-packages" not in resolved.parts:
-                return cwd
-    return None
+    roots = [_import_root(obj) for obj in objects]
+    roots = [r for r in roots if r is not None]
+    if any(cwd == r or cwd in r.parents for r in roots):
+        return cwd
+    return roots[0] if roots else None
+
+
+def _import_root(obj: object) -> Path | None:
+    """Where the module defining `obj` is imported from (the folder on sys.path), unless installed."""
+    target = obj if isinstance(obj, type) or hasattr(obj, "__qualname__") else type(obj)
+    module_name = getattr(target, "__module__", "") or ""
+    path = getattr(sys.modules.get(module_name), "__file__", None)
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    if "site-packages" in resolved.parts or "dist-packages" in resolved.parts:
+        return None
+    depth = 1 if module_name == "__main__" else module_name.count(".") + 1 + (resolved.name == "__init__.py")
+    return resolved.parents[depth - 1]

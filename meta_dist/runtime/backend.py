@@ -23,6 +23,7 @@ run resumes from its checkpoint.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -252,6 +253,11 @@ class RayBackend:
         try:
             answers = self.ray.get(refs)
         except self.ray.exceptions.RayActorError as e:  # its constructor raised: restarting cannot help
+            missing = re.search(r"No module named '([^']+)'", str(e))
+            if missing:
+                raise UserError(f"the worker actors cannot import module '{missing.group(1)}'; run from the "
+                                f"folder that holds it (that folder is shipped to the workers), or install it "
+                                f"on every node") from None
             raise ChunkError("a worker actor, starting up,", str(e)) from None
         self.worker_info = ([self.local.ping()] if self.local is not None else []) + answers
 

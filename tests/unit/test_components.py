@@ -175,3 +175,30 @@ def test_siamese_measures_the_embedding_width():
     assert siamese.init_params(0)["meta.siamese.weight"].shape == (1, 12)
     with pytest.raises(UserError, match="needs an embedding network: return \\[N, features\\] when output_dim is 0"):
         components.build(config, task=Blobs(), model=lambda shape, out: nn.Linear(shape[0], out))  # width 0
+
+
+def test_code_outside_the_working_directory_ships_its_own_folder(tmp_path, monkeypatch):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "far_nets.py").write_text("def net(input_shape, output_dim):\n    return None\n")
+    monkeypatch.syspath_prepend(str(code))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    import far_nets
+
+    assert registry.code_dir([far_nets.net]) == code.resolve()
+
+
+def test_script_objects_are_not_importable_by_name_later():
+    with pytest.raises(UserError, match="defined in a Python script.*pass the same object again"):
+        registry.load("model", "__main__:make_net")
+    config = cfg()
+    built = components.build(C.apply_overrides(config, ["model.name=__main__:embedder"]), model=embedder)
+    assert built.given == ("model",)
+
+
+def test_data_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert C.run_overrides(data="store", steps=3) == [f"task.data_dir={tmp_path / 'store'}", "steps=3"]
+    assert C.run_overrides(data="s3://bucket/store") == ["task.data_dir=s3://bucket/store"]
