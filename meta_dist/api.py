@@ -139,8 +139,7 @@ def open_run(run_dir: str | Path, *, data: str | None = None, model: object = No
     ckpt = checkpoint.load_latest(path)
     if ckpt is None:
         raise UserError(f"{path} holds no checkpoint; train first (or pass the run directory of a trained run)")
-    components = build_components(config, data or config.task.data_dir or None, task=task, model=model,
-                                  check=False)
+    components = build_components(config, data, task=task, model=model, check=False)
     return Run(path, config, components, ckpt)
 
 

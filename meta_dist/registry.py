@@ -100,9 +100,14 @@ def load(kind: str, name: str) -> object:
     return obj
 
 
+def _definition(obj: object) -> object:
+    """The class or function that defines `obj`: itself, or an instance's class."""
+    return obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") else type(obj)
+
+
 def import_path_of(obj: object) -> str:
     """`module:qualname` of a class or function (how a config records an object given in Python)."""
-    target = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") else type(obj)
+    target = _definition(obj)
     return f"{target.__module__}:{target.__qualname__}"
 
 
@@ -120,8 +125,7 @@ def code_dir(objects: list[object]) -> Path | None:
 
 def _import_root(obj: object) -> Path | None:
     """Where the module defining `obj` is imported from (the folder on sys.path), unless installed."""
-    target = obj if isinstance(obj, type) or hasattr(obj, "__qualname__") else type(obj)
-    module_name = getattr(target, "__module__", "") or ""
+    module_name = getattr(_definition(obj), "__module__", "") or ""
     path = getattr(sys.modules.get(module_name), "__file__", None)
     if path is None:
         return None

@@ -41,7 +41,6 @@ PROBE_TIMEOUT_S = 3.0
 TERMINAL_STATUS_TIMEOUT_S = 60.0
 TRAIN_ENTRYPOINT = ("python", "-m", "meta_dist.job")
 
-WORKING_DIR_EXCLUDES = CODE_EXCLUDES
 _ADDRESS_ENV_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _START_HINT = "start a head with `cluster/local.sh start` or pass --address URL"
@@ -230,7 +229,7 @@ def build_runtime_env(working_dir: Path, install_deps: bool = False) -> dict[str
     # driver look for a raylet on 127.0.0.1 instead of the node's address.
     env: dict[str, Any] = {
         "working_dir": str(working_dir),
-        "excludes": list(WORKING_DIR_EXCLUDES),
+        "excludes": list(CODE_EXCLUDES),
     }
     if install_deps:
         env["pip"] = package_dependencies(working_dir)
