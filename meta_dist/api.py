@@ -79,18 +79,20 @@ def train(config: str | Config | dict | None = None, *, model: object = None, ta
           run_dir: str | Path | None = None, workers: int | None = None, steps: int | None = None,
           seed: int | None = None, address: str | None = None, data: str | None = None,
           time_budget_s: float | None = None, overrides=None, backend: str | None = None,
-          resume: bool = False) -> RunResult:
+          resume: bool = False, tensorboard: bool | None = None, mlflow: bool | None = None) -> RunResult:
     """Meta-train as `meta-dist train` does and return the run directory and its final evaluation.
 
     `config`: a config name, a YAML path, a Config or a dict (default: MAML on sinusoid).
     `model`: a model factory or import path; `task`: a TaskFamily instance, class, function or import
     path; both replace what the config names. `overrides`: `KEY=VALUE` strings or a mapping.
     `backend`: "ray" (default) or "local" (one process). `resume`: continue the run in `run_dir`.
+    `tensorboard` / `mlflow`: switch those loggers on (or off) as `logging.tensorboard` / `logging.mlflow`.
     """
     from meta_dist.runtime.driver import Trainer, load_run_config
 
     options = config_mod.run_overrides(workers=workers, steps=steps, seed=seed, address=address, data=data,
-                                       time_budget_s=time_budget_s, backend=backend)
+                                       time_budget_s=time_budget_s, backend=backend, tensorboard=tensorboard,
+                                       mlflow=mlflow)
     if resume:
         if run_dir is None:
             raise UserError("resume=True needs the run_dir of the run to continue")

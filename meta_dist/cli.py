@@ -30,6 +30,10 @@ def _add_train_options(p: argparse.ArgumentParser, with_address: bool = True) ->
         p.add_argument("--address", help="Ray cluster address to join (host:port or auto); default: a local Ray on 127.0.0.1")
     p.add_argument("--time-budget-s", type=float, help="stop meta-training after S seconds, then checkpoint and evaluate")
     p.add_argument("--backend", choices=("ray", "local"), help="ray (default) or local (one process, no Ray)")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="TensorBoard event files in the run directory (logging.tensorboard)")
+    p.add_argument("--mlflow", action="store_true", default=None,
+                   help="log to an MLflow run in MLFLOW_TRACKING_URI (logging.mlflow)")
 
 
 def _add_eval_parser(sub) -> None:
@@ -137,12 +141,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         base = load_run_config(Path(args.run_dir))
         check_objects(Path(args.run_dir))
-        extra = [f"steps={args.steps}"] if args.steps is not None else []
-        extra += [f"time_budget_s={args.time_budget_s}"] if args.time_budget_s is not None else []
-        extra += [f"runtime.num_workers={args.workers}"] if args.workers is not None else []
-        extra += [f"runtime.address={args.address}"] if args.address is not None else []
-        extra += [f"runtime.backend={args.backend}"] if args.backend is not None else []
-        config = config_mod.validate(config_mod.apply_overrides(base, extra + list(args.set)))
+        options = {name: getattr(args, name) for name in config_mod.RESUME_OPTIONS}
+        config = config_mod.validate(config_mod.apply_overrides(base, config_mod.run_overrides(**options)
+                                                                + list(args.set)))
     else:
         config = train_config(args)
     run_dir = Path(args.run_dir or Path("runs") / config.name)

@@ -201,6 +201,20 @@ class RLConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    tensorboard: bool = False
+    """TensorBoard event files under <run dir>/tensorboard: every metrics row (tags train/KEY, the values of
+    metrics.parquet), the final evaluation (eval/METRIC) and its adaptation curve (run eval_step<N>). Needs
+    the `tracking` extra."""
+    mlflow: bool = False
+    """An MLflow run in MLFLOW_TRACKING_URI (default: MLflow's own local store in the working directory): the
+    resolved config as params, every metrics row, the final evaluation, and eval.json, curve.png and
+    config.yaml as artifacts. Needs the `tracking` extra."""
+    mlflow_experiment: str = "meta-dist"
+    """MLflow experiment the run is logged to (created if missing)."""
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "sinusoid_maml"
     """A label for the run."""
@@ -219,6 +233,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 # task.name, model.name and algorithm.name are open sets (built-ins, plug-ins, import paths): the
@@ -379,8 +394,11 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 
 RUN_OPTIONS = {"steps": "steps", "workers": "runtime.num_workers", "seed": "seed", "address": "runtime.address",
-               "time_budget_s": "time_budget_s", "backend": "runtime.backend", "data": "task.data_dir"}
+               "time_budget_s": "time_budget_s", "backend": "runtime.backend", "data": "task.data_dir",
+               "tensorboard": "logging.tensorboard", "mlflow": "logging.mlflow"}
 """The run options that `meta-dist train` flags and `meta_dist.train` keywords share, and their keys."""
+RESUME_OPTIONS = ("steps", "workers", "address", "time_budget_s", "backend", "tensorboard", "mlflow")
+"""The run options a resumed run may change (the seed and the task data are the run's own)."""
 
 
 def run_overrides(**options) -> list[str]:
@@ -445,5 +463,5 @@ def dump(config: Config) -> str:
 
 
 __all__ = ["Config", "TaskConfig", "ModelConfig", "AlgorithmConfig", "RuntimeConfig", "CheckpointConfig",
-           "EvalConfig", "RLConfig", "load", "from_dict", "to_dict", "validate", "apply_overrides",
+           "EvalConfig", "RLConfig", "LoggingConfig", "load", "from_dict", "to_dict", "validate", "apply_overrides",
            "with_overrides", "dump", "resolve_config_path", "available_configs"]

@@ -33,6 +33,7 @@ from meta_dist.references import reference_for
 from meta_dist.runtime.faults import FaultPlan
 from meta_dist.runtime.wire import Chunk, ChunkResult
 from meta_dist.tasks.spec import derive_seed
+from meta_dist.tracking import Trackers, check_available
 
 log = logging.getLogger("meta_dist")
 
@@ -119,6 +120,7 @@ class Trainer:
         self.stop_signal: int | None = None
         # Built (and user components checked) before the run directory is touched: bad input writes nothing.
         self.components = components or build_components(config, self.data_dir)
+        check_available(config)
         self.config = self._prepare_run_dir(config)
 
     # -- run directory ---------------------------------------------------------------------------
@@ -145,9 +147,7 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.config
         components = self.components
-        family = components.family
         init = components.algorithm(cfg).init_params(derive_seed("init", cfg.seed))
-        start_step = 0
         ckpt = checkpoint.load_latest(self.run_dir) if self.resume else None
         if ckpt is not None:
             checkpoint.check_compatible(ckpt, init)
@@ -155,14 +155,29 @@ class Trainer:
                 raise UserError(f"checkpoint {ckpt.path} belongs to run {ckpt.run_id}, not {self.run_id}; "
                                 f"use the run directory it came from")
         metrics = MetricsLog(self.run_dir)
+        start_step = ckpt.step if ckpt is not None else 0
+        metrics.load(start_step)
+        self.trackers = Trackers.open(cfg, self.run_dir, self.run_id, start_step)
+        try:
+            result = self._train_and_evaluate(init, ckpt, metrics)
+        except KeyboardInterrupt:
+            self.trackers.close("KILLED")
+            raise
+        except BaseException:
+            self.trackers.close("FAILED")
+            raise
+        self.trackers.close("FINISHED")
+        return result
+
+    def _train_and_evaluate(self, init: dict, ckpt, metrics: MetricsLog) -> dict:
+        cfg, components = self.config, self.components
+        self.trackers.backfill(metrics.rows)
         backend = self.backend = self._make_backend(init, components)
         try:
             if ckpt is not None:
                 backend.load_state({"params": ckpt.params, "optimizer": ckpt.optimizer, "version": ckpt.version})
-                metrics.load(ckpt.step)
-                start_step = ckpt.step
                 print(f"resuming from {ckpt.path.name} (step {ckpt.step})", file=sys.stderr)
-            final_step = self._loop(backend, family, metrics, start_step)
+            final_step = self._loop(backend, components.family, metrics, ckpt.step if ckpt is not None else 0)
             state = backend.state()
         finally:
             backend.shutdown()
@@ -174,6 +189,7 @@ class Trainer:
             raise KeyboardInterrupt
         result = evaluate(cfg, state["params"], step=final_step, components=components)
         atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=1))
+        self.trackers.evaluated(result, self.run_dir)
         print(format_result(result, reference_for(cfg)), file=sys.stderr)
         return result
 
@@ -194,6 +210,7 @@ class Trainer:
         with _signals_to_flag(self):
             for step, row in commits(backend, family, start_step):
                 metrics.append(row)
+                self.trackers.row(row)
                 progress.update(step, row)
                 if self.on_step is not None:
                     self.on_step(step, row)
@@ -278,6 +295,7 @@ class Trainer:
         if step == 0:
             return
         metrics.rows = [r for r in metrics.rows if r["step"] <= step]
+        self.trackers.flush()  # before the checkpoint: a resume then finds every step up to it logged
         checkpoint.save(self.run_dir, step, state, self.run_id, config_mod.to_dict(self.config),
                         self.config.checkpoint.keep)
         metrics.flush()

@@ -30,8 +30,10 @@ def test_wheel_holds_configs_and_marker(wheel):
     assert "meta_dist/py.typed" in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Python: >=3.11" in metadata
-    assert "Provides-Extra: rl" in metadata
-    assert not any(line.startswith("Requires-Dist: gymnasium") and "extra" not in line for line in metadata.splitlines())
+    assert {"Provides-Extra: rl", "Provides-Extra: tracking", "Provides-Extra: tune"} <= set(metadata.splitlines())
+    for optional in ("gymnasium", "mlflow", "tensorboard"):
+        assert not any(line.startswith(f"Requires-Dist: {optional}") and "extra" not in line
+                       for line in metadata.splitlines())
 
 
 def test_installed_wheel_trains_a_named_config_from_another_directory(wheel, tmp_path):
