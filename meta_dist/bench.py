@@ -118,12 +118,12 @@ def timed_step(backend, family: TaskFamily, cfg: Config, step: int) -> StepTimin
 
 
 def measure_runtime(config: Config, num_workers: int, init: dict, components: Components,
-                    duration_s: float) -> dict:
+                    duration_s: float, session) -> dict:
     from meta_dist.runtime.backend import RayBackend
 
     cfg = config_mod.with_overrides(config, runtime={"num_workers": num_workers})
     family = components.family
-    backend = RayBackend(cfg, init, components)
+    backend = RayBackend(cfg, init, components, session)
     # Steady state only: where the driver computes beside actors, its share is settled by timing steps.
     tuned = backend.local is not None and backend.num_workers > 1
     try:
@@ -222,7 +222,7 @@ def workload_data(config: Config, data_dir: str | None):
         yield str(path), "synthetic"
 
 
-def describe(config: Config, data_label: str) -> dict:
+def describe(config: Config, data_label: str, session) -> dict:
     from meta_dist.runtime import placement
 
     a, t, m = config.algorithm, config.task, config.model
@@ -234,7 +234,7 @@ def describe(config: Config, data_label: str) -> dict:
             "task": t.name, "ways": t.ways, "shots": t.shots, "num_query": t.num_query,
             "meta_batch_size": a.meta_batch_size, "inner_steps": a.inner_steps, "chunk_size": config.runtime.chunk_size,
             "threads_per_worker": config.runtime.threads_per_worker, "model": m.name, "data": data_label,
-            "driver_worker": placement.driver_computes(config), "compiled_graph": placement.compiled_may_apply(config),
+            "driver_worker": placement.driver_computes(config, session), "compiled_graph": placement.compiled_may_apply(config),
             "reference_threads": torch.get_num_threads(),
             "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
                          "ray": importlib.metadata.version("ray"), "python": platform.python_version()}}
@@ -264,17 +264,17 @@ def run(args: argparse.Namespace) -> dict:
         # address has been checked, so a bad one fails at once.
         joined = bool(placement.cluster_address(config))
         if joined:
-            ray_session.enter_context(_ray(config, counts))
+            session = ray_session.enter_context(_ray(config, counts))
         note(f"reference loop ({torch.get_num_threads()} torch threads), {args.duration_s:g} s")
         reference = measure_reference(ReferenceLoop(config, family, algorithm.model, init), args.duration_s)
         if not joined:
-            ray_session.enter_context(_ray(config, counts))
+            session = ray_session.enter_context(_ray(config, counts))
         results = []
         for n in counts:
             note(f"{n} worker(s), {args.duration_s:g} s")
-            results.append(measure_runtime(config, n, init, components, args.duration_s))
+            results.append(measure_runtime(config, n, init, components, args.duration_s, session))
         note("done")
-        workload = describe(config, data_label)
+        workload = describe(config, data_label, session)
     base = results[0]["tasks_per_s"] / results[0]["workers"]
     for r in results:
         r["speedup_vs_reference"] = r["tasks_per_s"] / reference
@@ -289,13 +289,13 @@ def _ray(config: Config, counts: list[int]):
     checked to hold the largest count."""
     from meta_dist.runtime import placement
 
-    started = placement.init_ray(config)
+    session = placement.init_ray(config)
     try:
-        driver = int(placement.driver_computes(config))
+        driver = int(placement.driver_computes(config, session))
         check_capacity(config, counts, placement.cluster_resources().get("CPU", 0.0), "the Ray cluster", driver)
-        yield
+        yield session
     finally:
-        if started:
+        if session.owned:
             placement.shutdown_ray()
 
 

@@ -181,7 +181,10 @@ class RayBackend:
     """Worker actors (and the driver as worker 0 where it computes), plus a parameter-server actor in
     async mode; fault handling lives in `run_chunks`."""
 
-    def __init__(self, config: Config, init_params: dict, components: Components):
+    def __init__(self, config: Config, init_params: dict, components: Components,
+                 session: "placement.RaySession | None" = None):
+        """`session`: the Ray this backend runs on, as `placement.init_ray` returned it (default: connect
+        now, and shut down at the end whatever that call started)."""
         import ray
 
         from meta_dist.runtime import placement
@@ -190,8 +193,12 @@ class RayBackend:
         self.config = config
         self.components = components
         data_dir = getattr(components.family, "data_dir", "") or ""
-        self.owns_ray = placement.init_ray(config, placement.code_runtime_env(components.code_dir, data_dir))
-        self.num_workers = placement.resolve_num_workers(config, ray.cluster_resources())
+        if session is None:
+            session = placement.init_ray(config, placement.code_runtime_env(components.code_dir, data_dir))
+            self.owns_ray = session.owned
+        else:
+            self.owns_ray = False
+        self.num_workers = placement.resolve_num_workers(config, ray.cluster_resources(), session)
         # Synchronous mode keeps the parameter server in the driver process: every step waits on
         # it, and an actor hop measured 2.5 ms per step (25% of a sinusoid step on 2 cores). The
         # asynchronous driver runs it as an actor, where workers must reach it without the driver.
@@ -204,7 +211,7 @@ class RayBackend:
         self._actor_env = placement.actor_runtime_env(components.code_dir)
         self.driver_share = DriverShare()
         self._driver_threads = None
-        if placement.driver_computes(config):
+        if placement.driver_computes(config, session):
             import torch
 
             self._driver_threads = torch.get_num_threads()  # ChunkWorker pins it; restored at shutdown
@@ -239,7 +246,7 @@ class RayBackend:
         device = "cuda" if res["num_gpus"] > 0 else "cpu"
         actor_cls = self.ray.remote(ChunkWorker)
         return actor_cls.options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_restarts=-1,
-                                 max_task_retries=0, scheduling_strategy="SPREAD",
+                                 max_task_retries=0, scheduling_strategy=placement.actor_scheduling(),
                                  runtime_env=self._actor_env).remote(
             self.config, self.components, index, device, res["num_cpus"] if device == "cpu" else 1)
 

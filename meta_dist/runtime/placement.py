@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from meta_dist.config import Config
@@ -33,8 +34,9 @@ def cluster_address(config: Config) -> str:
 
 
 def driver_may_compute(config: Config) -> bool:
-    """Whether this run is eligible for `runtime.driver_worker`: synchronous, CPU workers only, and on a
-    local Ray of its own (on a cluster, the driver's node's CPUs belong to Ray's scheduler)."""
+    """Whether a local Ray that `init_ray` starts holds CPUs back for the driver to compute on
+    (`runtime.driver_worker`): synchronous, CPU workers only, and no cluster to join (on a cluster, the
+    driver's node's CPUs belong to Ray's scheduler)."""
     return config.runtime.driver_worker and _sync_cpu_on_ray(config) and not cluster_address(config)
 
 
@@ -50,13 +52,19 @@ def compiled_may_apply(config: Config) -> bool:
     return config.runtime.compiled_graph and _sync_cpu_on_ray(config)
 
 
-_driver_cpus = 0
-"""CPUs that the local Ray started by `init_ray` holds back for the driver's own worker (0: none)."""
+@dataclass(frozen=True)
+class RaySession:
+    """What `init_ray` connected to: whether it started the local Ray (then `shutdown_ray` ends it), and
+    the CPUs that belong to this process itself, where its driver may compute as worker 0: those held back
+    from the local Ray it started, or those Ray assigned to it (a Ray Tune trial's own bundle)."""
+    owned: bool = False
+    driver_cpus: float = 0.0
 
 
-def driver_computes(config: Config) -> bool:
-    """Whether the driver process is worker 0: eligible, and its CPUs were held back from Ray."""
-    return driver_may_compute(config) and 0 < config.runtime.threads_per_worker <= _driver_cpus
+def driver_computes(config: Config, session: RaySession) -> bool:
+    """Whether the driver process is worker 0: eligible, and CPUs of its own to compute on."""
+    return config.runtime.driver_worker and _sync_cpu_on_ray(config) \
+        and 0 < config.runtime.threads_per_worker <= session.driver_cpus
 
 
 def local_cpus() -> int:
@@ -67,32 +75,30 @@ def local_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def init_ray(config: Config, runtime_env: dict | None = None) -> bool:
-    """Connect to (or start) Ray; returns True when this call started a local Ray we must shut down
-    (with `shutdown_ray`). A local Ray gets this machine's CPUs, less the driver worker's threads
+def init_ray(config: Config, runtime_env: dict | None = None) -> RaySession:
+    """Connect to (or start) Ray. A local Ray gets this machine's CPUs, less the driver worker's threads
     where the run is eligible for `runtime.driver_worker`. `runtime_env` is the job's (see
     `code_runtime_env`); inside a submitted job, the job's own applies."""
     import ray
 
     if ray.is_initialized():
-        return False
+        return RaySession(owned=False, driver_cpus=_assigned_cpus())
     for k, v in LOOPBACK_ENV.items():
         os.environ.setdefault(k, v)
     address = cluster_address(config)
     common = dict(namespace="meta-dist", log_to_driver=True, configure_logging=False,
                   runtime_env=None if _in_submitted_job() else runtime_env or None)
     if not address:
-        global _driver_cpus
         cpus, threads = local_cpus(), config.runtime.threads_per_worker
-        _driver_cpus = threads if driver_may_compute(config) and cpus >= threads else 0
+        held = threads if driver_may_compute(config) and cpus >= threads else 0
         # Ray starts worker processes at niceness 15, below the driver. Here the actors are half of every
         # synchronous step, beside a driver that computes too: at 15 each wake-up of Ray's own processes
         # lands on them (measured on 2 cores, Omniglot: the actor 10% slower, 144.5 -> 154.9 tasks/s at 0).
         # address="local": a Ray of our own even where `ray start` left a cluster that ray.init() would join.
-        ray.init(address="local", num_cpus=cpus - _driver_cpus, include_dashboard=False,
+        ray.init(address="local", num_cpus=cpus - held, include_dashboard=False,
                  _node_ip_address="127.0.0.1",
                  _system_config={"worker_niceness": 0}, **common)
-        return True
+        return RaySession(owned=True, driver_cpus=held)
     if address.startswith("http://") or address.startswith("https://"):
         raise UserError(f"--address {address} is a Jobs API URL; use `meta-dist submit --address {address}` "
                         f"to submit a job, or give the cluster's GCS address (host:6379) to train against it")
@@ -105,7 +111,28 @@ def init_ray(config: Config, runtime_env: dict | None = None) -> bool:
         ray.init(address=address, **common)
     except ConnectionError as e:
         raise UserError(f"cannot connect to the Ray cluster at '{address}': {str(e).splitlines()[0]}") from None
-    return False
+    return RaySession(owned=False, driver_cpus=0.0)
+
+
+def _assigned_cpus() -> float:
+    """CPUs Ray reserved for this process: none for a driver, its bundle's for a Ray Tune trial."""
+    import ray
+
+    try:
+        assigned = ray.get_runtime_context().get_assigned_resources()
+    except AssertionError:  # Ray's answer in a driver process, which holds no resources
+        return 0.0
+    return float(assigned.get("CPU", 0.0))
+
+
+def actor_scheduling():
+    """Where worker actors go: inside this process's placement group when it runs in one (a Ray Tune
+    trial reserves its workers together), else spread over the cluster's nodes."""
+    from ray.util import get_current_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    group = get_current_placement_group()
+    return "SPREAD" if group is None else PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
 
 
 # What never travels with the user's code to the workers or a submitted job (gitignore patterns relative
@@ -157,11 +184,11 @@ def worker_resources(config: Config, index: int) -> dict:
     return {"num_cpus": r.threads_per_worker, "num_gpus": 0}
 
 
-def resolve_num_workers(config: Config, cluster: dict[str, float]) -> int:
+def resolve_num_workers(config: Config, cluster: dict[str, float], session: RaySession = RaySession()) -> int:
     """Workers to run (0 = fill the cluster's CPUs, plus the driver when it computes); raises UserError
     if their actors can never be placed."""
     r = config.runtime
-    driver = int(driver_computes(config))
+    driver = int(driver_computes(config, session))
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     n = r.num_workers or max(1, driver + r.num_gpu_workers + int((cpus - r.num_gpu_workers) // r.threads_per_worker))
     actors = n - driver
@@ -188,6 +215,4 @@ def shutdown_ray() -> None:
     """Shut down the Ray that `init_ray` started."""
     import ray
 
-    global _driver_cpus
-    _driver_cpus = 0
     ray.shutdown()

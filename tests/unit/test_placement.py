@@ -39,24 +39,34 @@ def test_worker_count_fills_the_cluster_by_default(overrides, cluster, expected)
     (["runtime.num_workers=3"], {"CPU": 2}, 3),
     (["runtime.driver_worker=false"], {"CPU": 1}, 1),
 ])
-def test_a_computing_driver_counts_as_one_worker(monkeypatch, overrides, cluster, expected):
-    monkeypatch.setattr(placement, "_driver_cpus", 1)  # as init_ray leaves it on a 2-core machine
-    assert placement.resolve_num_workers(cfg(*overrides), cluster) == expected
+def test_a_computing_driver_counts_as_one_worker(overrides, cluster, expected):
+    session = placement.RaySession(owned=True, driver_cpus=1)  # a local Ray of a 2-core machine
+    assert placement.resolve_num_workers(cfg(*overrides), cluster, session) == expected
 
 
-@pytest.mark.parametrize("overrides, eligible", [
-    ([], True),
-    (["runtime.driver_worker=false"], False),
-    (["runtime.mode=async"], False),
-    (["runtime.backend=local"], False),
-    (["runtime.address=auto"], False),  # a cluster's CPUs, the driver's node included, belong to Ray
-    (["runtime.num_workers=2", "runtime.num_gpu_workers=1", "runtime.num_gpus_per_worker=1"], False),
+@pytest.mark.parametrize("overrides, holds_back, computes", [
+    ([], True, True),
+    (["runtime.driver_worker=false"], False, False),
+    (["runtime.mode=async"], False, False),
+    (["runtime.backend=local"], False, False),
+    # Joining a cluster, whose CPUs (the driver's node's included) belong to Ray, nothing is held back; a
+    # driver with CPUs of its own there (a Tune trial's bundle) still computes.
+    (["runtime.address=auto"], False, True),
+    (["runtime.num_workers=2", "runtime.num_gpu_workers=1", "runtime.num_gpus_per_worker=1"], False, False),
 ])
-def test_the_driver_computes_only_in_sync_mode_on_its_own_local_ray(monkeypatch, overrides, eligible):
-    assert placement.driver_may_compute(cfg(*overrides)) is eligible
-    assert not placement.driver_computes(cfg(*overrides))  # no CPUs held back: a Ray someone else started
-    monkeypatch.setattr(placement, "_driver_cpus", 1)
-    assert placement.driver_computes(cfg(*overrides)) is eligible
+def test_the_driver_computes_in_sync_cpu_mode_on_cpus_of_its_own(overrides, holds_back, computes):
+    assert placement.driver_may_compute(cfg(*overrides)) is holds_back  # CPUs held back from a local Ray
+    assert not placement.driver_computes(cfg(*overrides), placement.RaySession())  # a Ray someone else started
+    own = placement.RaySession(owned=True, driver_cpus=1)
+    assert placement.driver_computes(cfg(*overrides), own) is computes
+
+
+def test_a_ray_tune_trial_computes_on_the_cpu_of_its_own_bundle(ray_local):
+    """A Ray task or actor holding CPUs (a Tune trial's first bundle) is a driver with CPUs of its own."""
+    session = ray_local.get(ray_local.remote(num_cpus=1)(placement.init_ray).remote(cfg()))
+    assert session == placement.RaySession(owned=False, driver_cpus=1.0)
+    assert placement.driver_computes(cfg(), session)
+    assert placement.init_ray(cfg()) == placement.RaySession()  # this test process: a plain driver
 
 
 def test_a_job_on_a_cluster_never_has_the_driver_compute(monkeypatch):
@@ -113,10 +123,10 @@ def test_lost_workers_get_no_chunks_until_they_return():
     assert [i for i, _ in groups] == [0, 2] and sum(len(g) for _, g in groups) == 4
 
 
-def test_a_computing_driver_is_named_when_its_actors_cannot_be_placed(monkeypatch):
-    monkeypatch.setattr(placement, "_driver_cpus", 1)
+def test_a_computing_driver_is_named_when_its_actors_cannot_be_placed():
+    session = placement.RaySession(owned=True, driver_cpus=1)
     with pytest.raises(UserError, match=r"2 worker actors x 1 threads \(worker 0 is the driver itself\) need 2 CPUs"):
-        placement.resolve_num_workers(cfg("runtime.num_workers=3"), {"CPU": 1})
+        placement.resolve_num_workers(cfg("runtime.num_workers=3"), {"CPU": 1}, session)
 
 
 def _drive(tuner, step_s: dict[int, float], steps: int, num_chunks: int = 2, even: int = 1) -> list[int]:
