@@ -85,6 +85,29 @@ def _add_data_parser(sub) -> None:
                                    "or lines class,split")
 
 
+def _add_tune_parser(sub) -> None:
+    """`meta-dist tune`: a hyperparameter sweep on Ray Tune."""
+    tune = sub.add_parser("tune", help="hyperparameter sweep on Ray Tune: each trial a full run with its own workers")
+    tune.add_argument("--config", help="config NAME or PATH of every trial")
+    tune.add_argument("--search", action="append", default=[], metavar="KEY=DIST", required=True,
+                      help="a searched key, DIST one of loguniform(a,b), uniform(a,b), randint(a,b), choice(v,...), "
+                           "grid(v,...); e.g. --search 'algorithm.inner_lr=loguniform(1e-3,1e-1)' (repeatable)")
+    tune.add_argument("--trials", type=int, default=4, help="trials (samples of the search space; default 4)")
+    tune.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+                      help="asha: stop poor trials early by the validation metric (default); fifo: run all to the end")
+    tune.add_argument("--workers", type=int, default=1, help="workers of each trial, reserved together (default 1)")
+    tune.add_argument("--time-budget-s", type=float, help="end the sweep after S seconds")
+    tune.add_argument("--run-dir", help="sweep directory (default: runs/tune_<config name>)")
+    tune.add_argument("--report-every", type=int, help="steps between validation scores (default: a tenth of the steps)")
+    tune.add_argument("--val-tasks", type=int, default=100, help="validation tasks per score (default 100)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override of every trial")
+    tune.add_argument("--steps", type=int, help="meta-steps of each trial")
+    tune.add_argument("--seed", type=int, help="run seed (also samples the trials)")
+    tune.add_argument("--data", help="task store directory (image tasks)")
+    tune.add_argument("--address", help="Ray cluster address to join; default: a local Ray on 127.0.0.1")
+    tune.add_argument("--resume", action="store_true", help="continue the sweep in --run-dir")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meta-dist", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parser(sub)
     _add_predict_parser(sub)
     _add_data_parser(sub)
+    _add_tune_parser(sub)
 
     bench = sub.add_parser("bench", help="tasks/s at each worker count against the single-process reference loop")
     bench.add_argument("--config", default="omniglot_maml", help="workload config NAME or PATH")
@@ -191,6 +215,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from meta_dist.sweep import tune
+    from meta_dist.sweep_trials import format_markdown
+
+    sweep = tune(args.config, search=args.search, trials=args.trials, scheduler=args.scheduler, workers=args.workers,
+                 time_budget_s=args.time_budget_s, run_dir=args.run_dir, overrides=args.set, steps=args.steps,
+                 seed=args.seed, report_every=args.report_every, val_tasks=args.val_tasks, data=args.data,
+                 address=args.address, resume=args.resume)
+    print(format_markdown(sweep.rows, sweep.best, sweep.metric, sweep.mode), end="")
+    print(f"results: {sweep.run_dir / 'results.csv'}, {sweep.run_dir / 'results.md'}", file=sys.stderr)
+    if sweep.unfinished:
+        print(f"{sweep.unfinished} trial(s) did not finish; continue them with the same command and --resume "
+              f"--run-dir {sweep.run_dir}", file=sys.stderr)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from meta_dist.tasks import prepare
 
@@ -258,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_predict(args)
         if args.command == "data":
             return cmd_data(args)
+        if args.command == "tune":
+            return cmd_tune(args)
         if args.command == "bench":
             return cmd_bench(args)
         if args.command == "submit":

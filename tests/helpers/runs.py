@@ -8,7 +8,7 @@ from meta_dist.params import params_sha256
 from meta_dist.runtime.driver import Trainer
 
 FAST = ["steps=12", "checkpoint.every=4", "eval.num_tasks=20", "eval.max_inner_steps=1",
-        "runtime.chunk_size=5", "runtime.placement_timeout_s=60", "log_every=1000"]
+        "runtime.chunk_size=5", "runtime.placement_timeout_s=60"]
 
 
 def small_config(*overrides: str) -> C.Config:

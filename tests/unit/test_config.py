@@ -1,4 +1,6 @@
 """Config: strict loading, overrides, validation messages."""
+from pathlib import Path
+
 import pytest
 
 from meta_dist import config as C
@@ -71,3 +73,19 @@ def test_invalid_yaml_is_a_user_error(tmp_path):
     path.write_text("steps: [1, 2\n")
     with pytest.raises(UserError, match="not valid YAML"):
         C.load(str(path))
+
+
+def test_the_config_reference_is_generated_from_the_schema():
+    """docs/configuration.md holds every key with its type, default and docstring, and every value check;
+    regenerate it with `python -m meta_dist.schema docs/configuration.md`."""
+    from meta_dist import schema
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert schema.render_reference(doc) == doc
+    assert "| `logging.mlflow` | bool | `false` |" in doc
+
+
+def test_a_key_of_earlier_versions_is_ignored_with_a_warning(caplog):
+    config = C.from_dict({"log_every": 50, "steps": 3})
+    assert config.steps == 3
+    assert "config key 'log_every' is no longer used" in caplog.text
