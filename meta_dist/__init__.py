@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "train": "meta_dist.api", "evaluate": "meta_dist.api", "load": "meta_dist.api", "adapt": "meta_dist.api",
     "open_run": "meta_dist.api", "Predictor": "meta_dist.api", "RunResult": "meta_dist.api",
-    "tune": "meta_dist.sweep", "predict_files": "meta_dist.predict", "image_inputs": "meta_dist.predict",
+    "tune": "meta_dist.runtime.sweep", "predict_files": "meta_dist.predict", "image_inputs": "meta_dist.predict",
     "TaskFamily": "meta_dist.tasks.spec", "TaskSpec": "meta_dist.tasks.spec", "TaskBatch": "meta_dist.tasks.spec",
     "spec_rng": "meta_dist.tasks.spec", "derive_seed": "meta_dist.tasks.spec",
     "Config": "meta_dist.config", "ModelFactory": "meta_dist.models", "UserError": "meta_dist.errors",

@@ -216,8 +216,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from meta_dist.sweep import tune
-    from meta_dist.sweep_trials import format_markdown
+    from meta_dist.runtime.sweep import tune
+    from meta_dist.runtime.sweep_trials import format_markdown
 
     sweep = tune(args.config, search=args.search, trials=args.trials, scheduler=args.scheduler, workers=args.workers,
                  time_budget_s=args.time_budget_s, run_dir=args.run_dir, overrides=args.set, steps=args.steps,

@@ -209,6 +209,9 @@ def validate(config: Config) -> Config:
         raise UserError(f"eval.inner_steps ({config.eval.inner_steps}) must be <= eval.max_inner_steps "
                         f"({config.eval.max_inner_steps})")
     r = config.runtime
+    if r.stall_timeout_s <= r.chunk_timeout_s:
+        raise UserError(f"runtime.stall_timeout_s ({r.stall_timeout_s:g}) must exceed runtime.chunk_timeout_s "
+                        f"({r.chunk_timeout_s:g}), which a healthy chunk may take")
     if r.num_gpu_workers and r.num_gpus_per_worker <= 0:
         raise UserError("runtime.num_gpu_workers > 0 needs runtime.num_gpus_per_worker > 0 (e.g. 0.25)")
     if r.num_workers and r.num_gpu_workers > r.num_workers:

@@ -127,7 +127,11 @@ class RuntimeConfig:
     chunk_timeout_s: float = 120.0
     """Re-dispatch a chunk (backup task) that has not returned after this long."""
     placement_timeout_s: float = 60.0
-    """Fail with a clear error if no worker can be placed for this long."""
+    """Fail with a clear error if the worker actors are not all placed and answering this long after the
+    start (and give up on a compiled channel that takes longer to build)."""
+    stall_timeout_s: float = 600.0
+    """Give up a step that has lost a worker (or backed up a chunk) once no chunk has completed for this
+    long, on any worker; must exceed `chunk_timeout_s`, which a healthy chunk may take."""
     max_bad_steps: int = 5
     """Abort after this many consecutive meta-steps whose updates were all non-finite."""
 
@@ -248,7 +252,7 @@ NON_NEGATIVE = ("seed", "time_budget_s", "runtime.num_workers", "runtime.num_gpu
                 "runtime.num_gpu_workers", "runtime.staleness", "algorithm.inner_lr", "algorithm.meta_lr",
                 "algorithm.inner_batch_size", "algorithm.meta_lr_decay_every", "eval.inner_steps",
                 "eval.max_inner_steps", "eval.ways", "eval.shots", "eval.query_per_class", "eval.inner_lr",
-                "runtime.chunk_timeout_s", "runtime.placement_timeout_s", "rl.entropy_coef", "rl.value_coef")
+                "runtime.chunk_timeout_s", "runtime.placement_timeout_s", "runtime.stall_timeout_s", "rl.entropy_coef", "rl.value_coef")
 
 
 # -- the reference in docs/configuration.md -------------------------------------------------------------

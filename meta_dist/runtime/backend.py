@@ -32,8 +32,9 @@ import numpy as np
 from meta_dist.components import Components
 from meta_dist.config import Config
 from meta_dist.errors import ChunkError, UserError
-from meta_dist.runtime.compiled import WAIT_FOREVER, CompiledChannel
+from meta_dist.runtime.compiled import CompiledChannel
 from meta_dist.runtime.server import ParameterServer
+from meta_dist.runtime.step_runner import StepRunner, raise_cause
 from meta_dist.runtime.wire import Chunk, ChunkResult
 from meta_dist.runtime.worker import ChunkWorker
 
@@ -84,15 +85,6 @@ class LocalBackend:
     def next_done(self, timeout_s: float) -> tuple[int, list[Chunk], list[ChunkResult] | None] | None:
         done, self._done = getattr(self, "_done", None), None
         return done
-
-
-def raise_cause(error: Exception):
-    """Raise the worker's own exception (a ChunkError with its traceback, or a UserError) rather than
-    Ray's wrapper of it, whose text repeats the traceback; anything else as it came."""
-    cause = getattr(error, "cause", None)
-    if isinstance(cause, (ChunkError, UserError)):
-        raise cause from None
-    raise error
 
 
 LOCAL = "driver"  # stands in `RayBackend.workers` for the driver's in-process worker
@@ -179,7 +171,7 @@ class DriverShare:
 
 class RayBackend:
     """Worker actors (and the driver as worker 0 where it computes), plus a parameter-server actor in
-    async mode; fault handling lives in `run_chunks`."""
+    async mode. A synchronous step runs in step_runner.py; its recovery policy is ledger.py's."""
 
     def __init__(self, config: Config, init_params: dict, components: Components,
                  session: "placement.RaySession | None" = None):
@@ -224,7 +216,7 @@ class RayBackend:
         self._revival: dict[Any, int] = {}  # ping ref -> index of a lost worker being restarted
         self._wait_placed()
         # Sync: the handle is the (version, flat) pair itself; ordinary calls get it inline or through
-        # one put per version (`_call_params`), compiled channels through shared memory.
+        # one put per version (`call_params`), compiled channels through shared memory.
         self._handle = self.server.params() if self.local_server else self.server.params.remote()
         self._put: tuple[Any, Any] | None = None  # (handle, its object ref)
         self._version = 0
@@ -304,7 +296,7 @@ class RayBackend:
     def params_handle(self) -> Any:
         return self._handle
 
-    def _call_params(self, handle: tuple[int, np.ndarray]) -> Any:
+    def call_params(self, handle: tuple[int, np.ndarray]) -> Any:
         """The synchronous (version, flat) parameters as an ordinary actor call takes them: small vectors
         travel inline with the call, larger ones through one object-store put per version, made on first
         use."""
@@ -373,7 +365,7 @@ class RayBackend:
             start = end
         return groups
 
-    def _mark_lost(self, index: int) -> None:
+    def mark_lost(self, index: int) -> None:
         """Stop handing chunks to a lost worker until its restarted actor answers a ping."""
         self._close_channel(index)
         if self.alive[index]:
@@ -394,130 +386,28 @@ class RayBackend:
             except self.ray.exceptions.RayError:
                 self._revival[self.workers[index].ping.remote()] = index
 
-    def _next_live(self, after: int) -> int:
-        n = len(self.workers)
-        for k in range(1, n + 1):
-            if self.alive[(after + k) % n]:
-                return (after + k) % n
-        return (after + 1) % n
-
     def run_chunks(self, handle: tuple[int, np.ndarray], chunks: list[Chunk]) -> list[ChunkResult]:
-        """One synchronous step's chunks on the live workers, at the (version, flat) parameters `handle`."""
-        ray = self.ray
-        timeout_s = self.config.runtime.chunk_timeout_s
-        results: dict[int, ChunkResult] = {}
-        pending: dict[Any, tuple[int, list[Chunk], float]] = {}  # ordinary calls
-        compiled: list[tuple[int, Any, list[Chunk], float]] = []  # (worker, channel ref, chunks, sent)
-        backed_up: set[int] = set()
-        first_failure: float | None = None
-        local: list[Chunk] = []
-        faulted = False
-        lost_errors = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                       ray.exceptions.ObjectLostError, ray.exceptions.RayChannelError)
-
-        def submit(index: int, group: list[Chunk], fast: bool = False) -> None:
-            if self.workers[index] is LOCAL:
-                local.extend(group)  # computed by this process once the actors have theirs
-            elif fast:
-                try:
-                    compiled.append((index, self.channels[index].submit(handle, group), group, time.monotonic()))
-                except lost_errors as e:  # the actor died since the last step: "Channel closed"
-                    lost(index, group, e)
-            else:
-                ref = self.workers[index].run_chunks.remote(self._call_params(handle), group)
-                pending[ref] = (index, group, time.monotonic())
-
-        def run_local() -> None:
-            for r in self.local.run_chunks(handle, local):
-                results.setdefault(r.chunk_id, r)
-            local.clear()
-
-        def accept(index: int, values: list[ChunkResult]) -> None:
-            for r in values:
-                results.setdefault(r.chunk_id, r)
-            self._observe(index, values)
-
-        def lost(index: int, group: list[Chunk], error: Exception) -> None:
-            nonlocal faulted, first_failure
-            faulted = True
-            self.lost_workers += 1
-            first_failure = first_failure or time.monotonic()
-            self._mark_lost(index)
-            next_worker = self._next_live(index)
-            log.warning("worker %d lost during step %d (%s); re-dispatching %d chunk(s) to worker %d",
-                        index, group[0].step, type(error).__name__, len(group), next_worker)
-            missing = [c for c in group if c.chunk_id not in results]
-            if missing:
-                submit(next_worker, missing)
-
-        def back_up(index: int, slow: list[Chunk]) -> None:
-            nonlocal faulted
-            faulted = True
-            self.backup_tasks += 1
-            backed_up.update(c.chunk_id for c in slow)
-            backup = self._next_live(index)
-            log.warning("chunk(s) %s of step %d exceeded %g s on worker %d; backup on worker %d",
-                        [c.chunk_id for c in slow], slow[0].step, timeout_s, index, backup)
-            submit(backup, slow)
-
-        def collect_compiled() -> None:
-            """Each channel's results, waited for until its chunks' deadline. A late result would block
-            the channel's next read, so a worker past the deadline is restarted and backed up."""
-            alone = len(self.workers) == 1  # nobody to back up to: wait, as ordinary calls do
-            for index, ref, group, sent in compiled:
-                try:
-                    accept(index, self.channels[index].result(
-                        ref, WAIT_FOREVER if alone else max(0.0, sent + timeout_s - time.monotonic())))
-                except ray.exceptions.RayTaskError as e:
-                    raise_cause(e)
-                except ray.exceptions.RayChannelTimeoutError:
-                    ray.kill(self.workers[index], no_restart=False)  # before the teardown, which would wait
-                    self._mark_lost(index)
-                    back_up(index, group)
-                except lost_errors as e:
-                    lost(index, group, e)
-            compiled.clear()
-
+        """One synchronous step's chunks on the live workers, at the (version, flat) parameters `handle`;
+        results in chunk order. Where the driver computes beside actors, its share's timing is recorded."""
         started = time.perf_counter()
         groups = self._partition(chunks)
-        # The driver's share was chosen by `driver_share` when it computes beside live actors.
         timed_share = len(groups[0][1]) if self.local is not None and len(groups) > 1 else None
-        fast = all(i in self.channels for i, group in groups if group and self.workers[i] is not LOCAL)
+        fast = all(i in self.channels for i, group in groups if group and not self.is_local(i))
+        runner = StepRunner(self, handle, chunks)
         for i, group in groups:
             if group:
-                submit(i, group, fast)
-        while len(results) < len(chunks):
-            if local:
-                run_local()
-                continue
-            if compiled:
-                collect_compiled()
-                continue
-            # Wait for everything at once (the normal case is one round trip per step); a timeout or
-            # a failure falls through to the per-call handling below.
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=min(1.0, timeout_s))
-            for ref, values in zip(ready, self._get_all(ready)):
-                index, group, _ = pending.pop(ref)
-                try:
-                    accept(index, ray.get(ref) if values is None else values)
-                    first_failure = None
-                except ray.exceptions.RayTaskError as e:
-                    raise_cause(e)
-                except lost_errors as e:
-                    lost(index, group, e)
-            now = time.monotonic()
-            if first_failure is not None and now - first_failure > self.config.runtime.placement_timeout_s:
-                raise RuntimeError(f"no worker could complete a chunk for {self.config.runtime.placement_timeout_s:g} s "
-                                   f"after worker failures; the cluster has lost its workers")
-            for ref, (index, group, sent) in list(pending.items()):
-                slow = [c for c in group if c.chunk_id not in results and c.chunk_id not in backed_up]
-                if slow and now - sent > timeout_s and len(self.workers) > 1:
-                    back_up(index, slow)
-        for ref in pending:  # stragglers whose chunks were already answered by a backup
-            ray.cancel(ref, force=False)
-        if timed_share is not None and not faulted:  # a fault's step says nothing about the share
+                runner.submit(i, group, fast)
+        results = runner.run()
+        ledger = runner.ledger
+        self.lost_workers += ledger.lost_workers
+        self.backup_tasks += ledger.backups
+        if timed_share is not None and not ledger.faulted:  # a fault's step says nothing about the share
             self.driver_share.record(len(chunks), timed_share, time.perf_counter() - started)
-        return [results[c.chunk_id] for c in chunks]
+        return results
+
+    def is_local(self, index: int) -> bool:
+        """Whether worker `index` is the driver's own, in-process worker."""
+        return self.workers[index] is LOCAL
 
     # -- asynchronous-mode primitives: one outstanding call per worker, results as they come ------
     def live_workers(self) -> list[int]:
@@ -541,7 +431,7 @@ class RayBackend:
                     del self._inflight[ref]  # its late result, if any, is dropped with the ref
                     log.warning("chunk(s) %s on worker %d exceeded %g s; re-queued", [c.key for c in chunks],
                                 index, self.config.runtime.chunk_timeout_s)
-                    self._mark_lost(index)
+                    self.mark_lost(index)
                     return index, chunks, None
             return None
         index, chunks, started = self._inflight.pop(ready[0])
@@ -552,18 +442,18 @@ class RayBackend:
         except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError,
                 self.ray.exceptions.ObjectLostError) as e:
             self.lost_workers += 1
-            self._mark_lost(index)
+            self.mark_lost(index)
             log.warning("worker %d lost (%s); re-queueing %d chunk(s)", index, type(e).__name__, len(chunks))
             return index, chunks, None
 
-    def _get_all(self, refs: list) -> list:
+    def get_all(self, refs: list) -> list:
         """Values of `refs` in one call; None for each if any failed (then fetched one by one)."""
         try:
             return self.ray.get(refs)
         except self.ray.exceptions.RayError:
             return [None] * len(refs)
 
-    def _observe(self, index: int, results: list[ChunkResult]) -> None:
+    def observe(self, index: int, results: list[ChunkResult]) -> None:
         """Track tasks/s per worker so that, on mixed CPU/GPU jobs, faster workers get more chunks.
 
         Homogeneous workers keep equal shares: measured rates only add noise there.

@@ -42,6 +42,19 @@ def test_hung_chunk_gets_a_backup_and_the_first_result_wins(tmp_path, ray_local,
     assert final_digest(tmp_path / "run") == reference
 
 
+def test_a_step_still_progressing_after_a_worker_loss_is_not_given_up_on(tmp_path, ray_local, reference, faults):
+    """Worker 1 dies at step 3 after worker 0 has answered; its chunks go to worker 0, whose first of them
+    takes 15 s. The step is waited for (runtime.stall_timeout_s, 600 s), not abandoned once the wait for
+    actors to be placed (placement_timeout_s, here 10 s) has passed."""
+    once = faults({"kind": "hang", "worker": 1, "step": 3, "chunk": 2, "seconds": 1},
+                  {"kind": "kill", "worker": 1, "step": 3, "chunk": 3},
+                  {"kind": "hang", "worker": 0, "step": 3, "chunk": 2, "seconds": 15})
+    train(tmp_path / "run", "runtime.backend=ray", "runtime.num_workers=2", "runtime.placement_timeout_s=10")
+    assert all((once / f"fault-{i}").exists() for i in range(3)), "a scheduled fault did not fire"
+    assert steps_of(tmp_path / "run") == list(range(1, 13))
+    assert final_digest(tmp_path / "run") == reference
+
+
 def test_nan_chunk_is_skipped_recorded_and_never_reaches_parameters(tmp_path, faults):
     faults({"kind": "nan", "step": 3, "chunk": 1})
     result = train(tmp_path / "run", "runtime.backend=local")

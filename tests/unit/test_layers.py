@@ -44,3 +44,8 @@ def test_only_runtime_imports_ray():
         if rel.parts[0] == "runtime":
             continue
         assert not any(n == "ray" or n.startswith("ray.") for n in imported_modules(path)), rel
+
+
+def test_the_step_recovery_policy_imports_no_ray():
+    names = imported_modules(PACKAGE / "runtime" / "ledger.py")
+    assert not any(n == "ray" or n.startswith("ray.") or n.startswith("meta_dist") for n in names), names

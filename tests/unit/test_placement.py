@@ -112,8 +112,8 @@ def test_faster_workers_get_proportionally_more_chunks():
 def test_throughput_is_learned_from_observed_chunk_times():
     backend = _backend_with([1.0, 1.0])
     for _ in range(20):
-        backend._observe(0, [ChunkResult(1, 0, 0, None, 30, compute_s=0.1)])  # a GPU worker: 300 tasks/s
-        backend._observe(1, [ChunkResult(1, 1, 0, None, 30, compute_s=1.0)])  # a CPU worker: 30 tasks/s
+        backend.observe(0, [ChunkResult(1, 0, 0, None, 30, compute_s=0.1)])  # a GPU worker: 300 tasks/s
+        backend.observe(1, [ChunkResult(1, 1, 0, None, 30, compute_s=1.0)])  # a CPU worker: 30 tasks/s
     assert backend.weights[0] / backend.weights[1] == pytest.approx(10, rel=0.05)
 
 

@@ -7,8 +7,8 @@ from ray import tune
 
 from meta_dist import config as C
 from meta_dist.errors import UserError
-from meta_dist.sweep import check_fits, parse_search, trial_bundles
-from meta_dist.sweep_trials import format_markdown
+from meta_dist.runtime.sweep import check_fits, parse_search, trial_bundles
+from meta_dist.runtime.sweep_trials import format_markdown
 
 BASE = C.validate(C.load(None, []))
 
@@ -79,6 +79,6 @@ def test_the_markdown_table_names_the_best_trial_and_its_values():
 
 def test_the_sweep_is_part_of_the_library_surface():
     import meta_dist
-    from meta_dist import sweep
+    from meta_dist.runtime import sweep
 
     assert meta_dist.tune is sweep.tune

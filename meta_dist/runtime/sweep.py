@@ -141,7 +141,7 @@ def tune(config: str | Config | dict | None = None, *, search, trials: int = 4, 
     Returns the results table and its best trial."""
     from meta_dist.api import resolve_config
     from meta_dist.components import build as build_components
-    from meta_dist.sweep_trials import run_sweep
+    from meta_dist.runtime.sweep_trials import run_sweep
 
     if scheduler not in SCHEDULERS:
         raise UserError(f"scheduler '{scheduler}' is not one of: {', '.join(SCHEDULERS)}")

@@ -10,7 +10,7 @@ from meta_dist import checkpoint, config as config_mod
 from meta_dist.config import Config
 from meta_dist.errors import UserError
 from meta_dist.fileio import atomic_write_text
-from meta_dist.sweep import Sweep, check_fits, trial_bundles
+from meta_dist.runtime.sweep import Sweep, check_fits, trial_bundles
 
 EXPERIMENT = "tune"  # Tune's own state, under the sweep's run directory
 

@@ -1,0 +1,107 @@
+"""The bookkeeping and recovery policy of one synchronous step, on plain data: no Ray, an injected clock.
+
+The step runner (`RayBackend.run_chunks`) tells the ledger what it sent to which worker, what came back
+and which worker was lost; the ledger decides the rest:
+
+- the first result of a chunk wins; a backup's or a re-dispatch's twin is dropped;
+- a lost worker's unanswered chunks, exactly those, go to the next live worker;
+- a chunk still unanswered `chunk_timeout_s` after it was sent gets one backup copy on another live
+  worker, never more; a lone worker never backs up (there is nobody to back up to, so it is waited for);
+- once the step has met a fault (a lost worker, a backup), it gives up only after `stall_timeout_s`
+  without progress: no chunk result from any worker, by any path (the driver's own share, a compiled
+  channel or an ordinary actor call).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+
+class StepStalled(RuntimeError):
+    """No chunk of a faulted step completed for `runtime.stall_timeout_s`: the cluster has lost its workers."""
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Chunks sent to one worker in one call, and when."""
+    worker: int
+    chunk_ids: tuple[int, ...]
+    sent_at: float
+
+
+def next_live(after: int, alive: list[bool]) -> int:
+    """The next live worker after `after`, cyclically (the one after it if none is alive)."""
+    n = len(alive)
+    return next(((after + k) % n for k in range(1, n + 1) if alive[(after + k) % n]), (after + 1) % n)
+
+
+class StepLedger:
+    def __init__(self, chunk_ids: Iterable[int], *, chunk_timeout_s: float, stall_timeout_s: float,
+                 num_workers: int, clock: Callable[[], float] = time.monotonic):
+        self.chunk_ids = list(chunk_ids)
+        self.chunk_timeout_s, self.stall_timeout_s = chunk_timeout_s, stall_timeout_s
+        self.num_workers = num_workers
+        self.clock = clock
+        self.results: dict[int, object] = {}
+        self.backed_up: set[int] = set()
+        self.last_progress = clock()
+        self.lost_workers = 0
+        self.backups = 0
+        self.redispatched = 0  # chunks sent again after their worker was lost
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == len(self.chunk_ids)
+
+    @property
+    def faulted(self) -> bool:
+        """A lost worker or a backup in this step (its timing then says nothing about the partition)."""
+        return bool(self.lost_workers or self.backups)
+
+    def dispatch(self, worker: int, chunk_ids: Iterable[int]) -> Dispatch:
+        return Dispatch(worker, tuple(chunk_ids), self.clock())
+
+    def accept(self, results: Iterable) -> int:
+        """Record chunk results (objects with `chunk_id`); the first per chunk wins. Any result is
+        progress. Returns how many chunks this answered for the first time."""
+        new = 0
+        for r in results:
+            if r.chunk_id not in self.results:
+                self.results[r.chunk_id] = r
+                new += 1
+        self.last_progress = self.clock()
+        return new
+
+    def lost(self, dispatch: Dispatch) -> list[int]:
+        """The worker of `dispatch` was lost: the chunks of it still unanswered, to send elsewhere."""
+        self.lost_workers += 1
+        missing = [c for c in dispatch.chunk_ids if c not in self.results]
+        self.redispatched += len(missing)
+        return missing
+
+    def overdue(self, dispatch: Dispatch) -> list[int]:
+        """Chunks of `dispatch` due a backup now (marked backed up: each gets one at most)."""
+        if self.num_workers <= 1 or self.clock() - dispatch.sent_at <= self.chunk_timeout_s:
+            return []
+        return self.back_up(dispatch)
+
+    def back_up(self, dispatch: Dispatch) -> list[int]:
+        """Chunks of `dispatch` that get a backup copy: those unanswered and not backed up before."""
+        slow = [c for c in dispatch.chunk_ids if c not in self.results and c not in self.backed_up]
+        if slow:
+            self.backups += 1
+            self.backed_up.update(slow)
+        return slow
+
+    def check_progress(self) -> None:
+        """Raise StepStalled if a faulted step has made no progress for `stall_timeout_s`."""
+        idle = self.clock() - self.last_progress
+        if self.faulted and idle > self.stall_timeout_s:
+            raise StepStalled(f"no worker completed a chunk for {idle:.0f} s after worker failures "
+                              f"(runtime.stall_timeout_s = {self.stall_timeout_s:g}); the cluster has lost its "
+                              f"workers")
+
+    def ordered(self) -> list:
+        """The results in chunk order."""
+        return [self.results[c] for c in self.chunk_ids]
