@@ -7,8 +7,6 @@ reported, never averaged in.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from meta_dist import registry
@@ -16,27 +14,29 @@ from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
 from meta_dist.params import params_sha256
+from meta_dist.stats import mean_ci95
 
 EVAL_CHUNK = 50
-
-
-def summarize(values: torch.Tensor) -> tuple[float, float, int, int]:
-    """(mean, 95% CI half-width, finite count, non-finite count) of one column of per-task metrics."""
-    finite = values[torch.isfinite(values)].double()
-    n = int(finite.numel())
-    if n == 0:
-        return float("nan"), float("nan"), 0, int(values.numel())
-    std = float(finite.std(unbiased=True)) if n > 1 else 0.0
-    return float(finite.mean()), 1.96 * std / math.sqrt(n), n, int(values.numel()) - n
 
 
 def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data_dir: str | None = None,
              num_tasks: int | None = None, ways: int | None = None, shots: int | None = None,
              split: str | None = None, components: Components | None = None) -> dict:
     """`components` (default: the ones the config names) give the task family and the network."""
-    e = config.eval
-    # Small-op evaluation gains nothing from intra-op threads and loses much to oversubscription.
+    # Small-op evaluation gains nothing from intra-op threads and loses much to oversubscription; the
+    # caller's own setting is restored afterwards.
+    threads = torch.get_num_threads()
     torch.set_num_threads(config.runtime.threads_per_worker)
+    try:
+        return _evaluate(config, params, step, data_dir, num_tasks, ways, shots, split, components)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(config: Config, params: dict[str, torch.Tensor], step: int, data_dir: str | None,
+              num_tasks: int | None, ways: int | None, shots: int | None, split: str | None,
+              components: Components | None) -> dict:
+    e = config.eval
     components = components or build_components(config, data_dir)
     family = components.family
     algorithm = components.algorithm(config)
@@ -58,7 +58,7 @@ def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data
     scale = 100.0 if family.metric == "accuracy" else 1.0
     curve = []
     for s in range(curves.shape[1]):
-        mean, ci, finite, bad = summarize(curves[:, s] * scale)
+        mean, ci, finite, bad = mean_ci95(curves[:, s] * scale)
         curve.append({"inner_steps": s, "mean": mean, "ci95": ci, "tasks": finite, "nonfinite_tasks": bad})
     head = curve[min(e.inner_steps, len(curve) - 1)]
     result = {"metric": family.metric, "mean": head["mean"], "ci95": head["ci95"], "tasks": head["tasks"],

@@ -6,13 +6,12 @@ a crash and `--resume`, steps continue 1..N with no gap and no duplicate.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meta_dist.fileio import fsync_file
+from meta_dist.fileio import atomic_write
 
 FILE = "metrics.parquet"
 COLUMNS = ("step", "num_tasks", "step_time_s", "meta_loss", "wall_time")
@@ -39,10 +38,7 @@ class MetricsLog:
             return
         keys = list(COLUMNS) + sorted({k for r in self.rows for k in r} - set(COLUMNS))
         table = pa.table({k: [r.get(k) for r in self.rows] for k in keys})
-        tmp = self.path.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp)
-        fsync_file(tmp)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda tmp: pq.write_table(table, tmp))
 
 
 def plot_curve(run_dir: Path, metric_name: str = "meta_loss") -> Path | None:

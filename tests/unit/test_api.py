@@ -88,3 +88,11 @@ def test_configs_and_overrides_from_python():
         api.resolve_config(None, "steps=3")
     with pytest.raises(UserError, match="must be a mapping of argument names"):
         api.resolve_config(None, ["model.kwargs=3"])
+
+
+def test_library_calls_leave_the_callers_thread_count_alone(sinusoid_run, tmp_path):
+    torch.set_num_threads(2)  # the caller's own choice (the fixture restores the original afterwards)
+    meta_dist.evaluate(sinusoid_run.run_dir, tasks=5)
+    assert torch.get_num_threads() == 2
+    meta_dist.train(overrides={**FAST, "runtime.threads_per_worker": 1}, backend="local", run_dir=tmp_path / "r")
+    assert torch.get_num_threads() == 2

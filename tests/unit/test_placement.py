@@ -94,7 +94,7 @@ def _backend_with(weights, alive=None):
     backend.config = cfg("runtime.num_gpu_workers=1", "runtime.num_gpus_per_worker=0.5")
     backend.workers = [object()] * len(weights)
     backend.local = None
-    from meta_dist.runtime.backend import DriverShare
+    from meta_dist.runtime.partition import DriverShare
 
     backend.driver_share = DriverShare()
     backend.weights = list(weights)
@@ -140,7 +140,7 @@ def _drive(tuner, step_s: dict[int, float], steps: int, num_chunks: int = 2, eve
 
 
 def test_driver_share_times_the_shares_in_turn_then_keeps_the_fastest():
-    from meta_dist.runtime.backend import DriverShare
+    from meta_dist.runtime.partition import DriverShare
 
     tuner = DriverShare(warmup=2, warmup_s=0.0, trials=3, refresh=1000, margin=1.25)
     step_s = {0: 0.0050, 1: 0.0052, 2: 0.0055}  # close: nothing is dropped early
@@ -151,7 +151,7 @@ def test_driver_share_times_the_shares_in_turn_then_keeps_the_fastest():
 
 
 def test_driver_share_drops_clear_losers_after_three_rounds():
-    from meta_dist.runtime.backend import DriverShare
+    from meta_dist.runtime.partition import DriverShare
 
     tuner = DriverShare(warmup=0, warmup_s=0.0, trials=5, refresh=1000, margin=1.25)
     chosen = _drive(tuner, {0: 0.010, 1: 0.004, 2: 0.006}, 9 + 3)  # shares 0 and 2 are >= 1.5x slower
@@ -159,7 +159,7 @@ def test_driver_share_drops_clear_losers_after_three_rounds():
 
 
 def test_driver_share_warms_up_for_a_minimum_time_at_the_even_share():
-    from meta_dist.runtime.backend import DriverShare
+    from meta_dist.runtime.partition import DriverShare
 
     tuner = DriverShare(warmup=2, warmup_s=0.05, trials=1, refresh=1000)
     chosen = _drive(tuner, {0: 0.01, 1: 0.01, 2: 0.01}, 7)
@@ -167,7 +167,7 @@ def test_driver_share_warms_up_for_a_minimum_time_at_the_even_share():
 
 
 def test_a_step_without_a_timing_repeats_its_share():
-    from meta_dist.runtime.backend import DriverShare
+    from meta_dist.runtime.partition import DriverShare
 
     tuner = DriverShare(warmup=0, warmup_s=0.0, trials=2, refresh=1000)
     assert tuner.choose(2, even=1) == 0
@@ -177,7 +177,7 @@ def test_a_step_without_a_timing_repeats_its_share():
 
 
 def test_driver_share_stays_fixed_until_refresh_then_is_timed_again():
-    from meta_dist.runtime.backend import DriverShare
+    from meta_dist.runtime.partition import DriverShare
 
     tuner = DriverShare(warmup=0, warmup_s=0.0, trials=1, refresh=5)
     first = _drive(tuner, {0: 3.0, 1: 2.0, 2: 1.0}, 3 + 4)

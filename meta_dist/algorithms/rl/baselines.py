@@ -13,6 +13,7 @@ import numpy as np
 
 from meta_dist import tasks
 from meta_dist.config import Config
+from meta_dist.stats import mean_ci95
 from meta_dist.tasks.spec import derive_seed
 
 
@@ -56,6 +57,6 @@ def bandit_baselines(config: Config, num_tasks: int | None = None, split: str | 
     for name in strategies:
         rng = np.random.default_rng(derive_seed("bandit_baseline", config.seed, name))
         totals = play(name, probs, uniforms, rng)
-        ci = 1.96 * float(totals.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
-        out[name] = {"mean": float(totals.mean()), "ci95": ci, "tasks": n}
+        mean, ci, finite, _ = mean_ci95(totals)
+        out[name] = {"mean": mean, "ci95": ci, "tasks": finite}
     return out
