@@ -37,12 +37,12 @@ from meta_dist import config as config_mod
 from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
-from meta_dist.tasks import IMAGE_TASKS
+from meta_dist.tasks.names import IMAGE_DATASETS, IMAGE_TASKS
 from meta_dist.tasks.spec import TaskBatch, TaskFamily, derive_seed
 
 WARMUP_STEPS = 2
 MAX_SETTLING_S = 120.0  # the driver's share settles after its warm-up and a few rounds of trials
-SUPERVISED_TASKS = ("sinusoid", "omniglot", "miniimagenet", "cifarfs")
+SUPERVISED_TASKS = ("sinusoid", *IMAGE_DATASETS)  # the reference loop's workloads (images: synthetic)
 
 
 # -- the reference: the usual single-process, per-task MAML loop ---------------------------------------

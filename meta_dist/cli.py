@@ -63,10 +63,12 @@ def _add_predict_parser(sub) -> None:
 
 def _add_data_parser(sub) -> None:
     """`meta-dist data prepare`: build a task store."""
+    from meta_dist.tasks.names import IMAGE_DATASETS
+
     data = sub.add_parser("data", help="prepare task stores")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser("prepare", help="build an Arrow task store from a dataset release")
-    prep.add_argument("dataset", choices=("omniglot", "miniimagenet", "cifarfs", "folder"))
+    prep.add_argument("dataset", choices=(*IMAGE_DATASETS, "folder"))
     prep.add_argument("--source", help="the dataset release (zips, extracted folders, or a torchvision root); "
                                         "folder: an image folder (one sub-folder per class) or a .csv/.json file list")
     prep.add_argument("--out", required=True, help="output store directory")

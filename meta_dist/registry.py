@@ -18,10 +18,10 @@ from pathlib import Path
 from types import ModuleType
 
 from meta_dist.errors import UserError
+from meta_dist.tasks.names import TASKS
 
 BUILTIN = {
-    "task": ("sinusoid", "images", "omniglot", "miniimagenet", "cifarfs", "navigation2d", "bandits",
-             "cheetah_vel", "cheetah_dir"),
+    "task": TASKS,
     "model": ("mlp", "conv4", "conv4_strided", "resnet12", "policy_mlp", "policy_gru"),
     "algorithm": ("maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet", "siamese",
                   "maml_rl", "rl2"),

@@ -10,9 +10,9 @@ import inspect
 
 from meta_dist.config import Config
 from meta_dist.errors import UserError
+from meta_dist.tasks.names import IMAGE_TASKS
 from meta_dist.tasks.spec import TaskBatch, TaskFamily, TaskSpec, derive_seed
 
-IMAGE_TASKS = ("images", "omniglot", "miniimagenet", "cifarfs")
 
 
 def _builtin(config: Config, data_dir: str | None) -> TaskFamily:

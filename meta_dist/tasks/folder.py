@@ -23,13 +23,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from meta_dist.errors import UserError
+from meta_dist.tasks.names import IMAGE_DATASETS
 from meta_dist.tasks.store import SPLITS, ImageRow, write_store
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 DEFAULT_RATIOS = (0.64, 0.16, 0.20)  # the usual few-shot class split (mini-ImageNet's 64/16/20)
 MODE_CHANNELS = {"L": 1, "RGB": 3}
-# the built-in datasets' stores carry no "preprocess" record; Omniglot's are inverted (strokes bright)
-DATASET_MODES = {"omniglot": "L", "miniimagenet": "RGB", "cifarfs": "RGB"}
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
@@ -90,7 +89,8 @@ def preprocess_spec(manifest: dict) -> dict:
         return {"image_size": None, "resample": "lanczos", "invert": False, **manifest["preprocess"]}
     h, w = (int(x) for x in manifest["image_shape"])
     dataset = manifest.get("dataset")
-    mode = DATASET_MODES.get(dataset) or {1: "L", 3: "RGB"}.get(manifest.get("channels"))
+    # the built-in datasets' stores carry no "preprocess" record; Omniglot's are inverted (strokes bright)
+    mode = (IMAGE_DATASETS[dataset].mode if dataset in IMAGE_DATASETS else None) or {1: "L", 3: "RGB"}.get(manifest.get("channels"))
     if mode is None:
         raise UserError(f"a '{dataset}' task store with {manifest.get('channels')} channels has no known "
                         f"preprocessing; only 1-channel (grayscale) and 3-channel (RGB) stores do")

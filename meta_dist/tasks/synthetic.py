@@ -13,10 +13,9 @@ from typing import Iterator
 
 import numpy as np
 
+from meta_dist.tasks.names import IMAGE_DATASETS
 from meta_dist.tasks.store import ImageRow, write_store
 
-IMAGE_SHAPES = {"omniglot": (1, 28, 28), "miniimagenet": (3, 84, 84), "cifarfs": (3, 32, 32)}
-"""(C, H, W) of each dataset's prepared images."""
 
 
 def write_synthetic_store(out_dir: str | os.PathLike, dataset: str = "omniglot", *, split_name: str = "random",
@@ -26,7 +25,7 @@ def write_synthetic_store(out_dir: str | os.PathLike, dataset: str = "omniglot",
 
     As in Omniglot's random split, each train class also appears rotated by 90/180/270 degrees.
     """
-    c, h, w = IMAGE_SHAPES[dataset]
+    c, h, w = IMAGE_DATASETS[dataset].shape
     rotations = dataset == "omniglot"
     class_splits: dict[str, list[tuple[str, int]]] = {}
     for split, count in zip(("train", "val", "test"), num_classes):
