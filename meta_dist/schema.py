@@ -5,7 +5,6 @@ value checks that `config.validate` applies. docs/configuration.md is generated 
 from __future__ import annotations
 
 import sys
-import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 

@@ -34,6 +34,7 @@ from meta_dist.config import Config
 from meta_dist.errors import ChunkError, UserError
 from meta_dist.runtime.compiled import CompiledChannel
 from meta_dist.runtime.partition import DriverShare, split_by_weight
+from meta_dist.runtime.placement import RaySession
 from meta_dist.runtime.server import ParameterServer
 from meta_dist.runtime.step_runner import StepRunner, raise_cause
 from meta_dist.runtime.wire import Chunk, ChunkResult
@@ -101,7 +102,7 @@ class RayBackend:
     async mode. A synchronous step runs in step_runner.py; its recovery policy is ledger.py's."""
 
     def __init__(self, config: Config, init_params: dict, components: Components,
-                 session: "placement.RaySession | None" = None):
+                 session: RaySession | None = None):
         """`session`: the Ray this backend runs on, as `placement.init_ray` returned it (default: connect
         now, and shut down at the end whatever that call started)."""
         import ray

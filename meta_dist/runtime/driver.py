@@ -29,6 +29,7 @@ from meta_dist.errors import NonFiniteError, UserError
 from meta_dist.evaluation import evaluate, format_result
 from meta_dist.fileio import atomic_write_text
 from meta_dist.metrics import MetricsLog, plot_curve
+from meta_dist.progress import StepProgress
 from meta_dist.references import reference_for
 from meta_dist.runtime.faults import FaultPlan
 from meta_dist.runtime.wire import Chunk, ChunkResult
@@ -205,7 +206,7 @@ class Trainer:
         cfg = self.config
         t_start = time.monotonic()
         step = start_step
-        progress = Progress(cfg.steps, start_step)
+        progress = StepProgress(cfg.steps, start_step)
         commits = self._sync_steps if cfg.runtime.mode == "sync" else self._async_steps
         with _signals_to_flag(self):
             for step, row in commits(backend, family, start_step):
@@ -299,33 +300,6 @@ class Trainer:
         checkpoint.save(self.run_dir, step, state, self.run_id, config_mod.to_dict(self.config),
                         self.config.checkpoint.keep)
         metrics.flush()
-
-
-class Progress:
-    """One status line: step, loss, tasks/s, ETA (redrawn in place on a terminal)."""
-
-    def __init__(self, total: int, start: int):
-        self.total, self.start, self.t0 = total, start, time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-        self.tasks = 0
-
-    def update(self, step: int, row: dict) -> None:
-        self.tasks += row["num_tasks"]
-        now = time.monotonic()
-        if now - self.last < (0.5 if self.tty else 10.0) and step != self.total:
-            return
-        self.last = now
-        elapsed = now - self.t0
-        rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else 0.0
-        line = (f"step {step}/{self.total} | loss {row['meta_loss']:.4f} | {self.tasks / max(elapsed, 1e-9):.0f} tasks/s"
-                f" | ETA {int(eta // 60)}m{int(eta % 60):02d}s")
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
 
 
 class _signals_to_flag:

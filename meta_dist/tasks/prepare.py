@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from meta_dist.errors import UserError
+from meta_dist.progress import CountProgress
 from meta_dist.tasks import folder, omniglot
 from meta_dist.tasks.store import ImageRow, write_store
 
@@ -39,25 +39,6 @@ CIFARFS_VAL = ("beaver", "otter", "flatfish", "shark", "lamp", "television", "be
 CIFARFS_TEST = ("whale", "poppy", "rose", "sweet_pepper", "telephone", "bed", "table", "wardrobe", "leopard",
                 "plain", "chimpanzee", "fox", "snail", "worm", "baby", "man", "woman", "bicycle",
                 "pickup_truck", "rocket")
-
-
-class Progress:
-    """`label: n/total images (p%)` on stderr: redrawn in place every percent on a terminal, a line
-    every 10% otherwise (logs stay short)."""
-
-    def __init__(self, label: str):
-        self.label, self.last, self.start = label, -1, time.monotonic()
-        self.step = 1 if sys.stderr.isatty() else 10
-
-    def __call__(self, done: int, total: int) -> None:
-        pct = 100 * done // max(total, 1)
-        if pct // self.step != self.last or done == total:
-            self.last = pct // self.step
-            line = f"{self.label}: {done}/{total} images ({pct}%, {time.monotonic() - self.start:.0f} s)"
-            if self.step == 1:
-                print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
-            else:
-                print(line, file=sys.stderr, flush=True)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -220,7 +201,7 @@ def main(args: argparse.Namespace) -> Path:
         source = Path(args.source)
     if not source.exists():
         raise UserError(f"--source '{source}' does not exist")
-    progress = Progress(f"prepare {args.dataset}")
+    progress = CountProgress(f"prepare {args.dataset}")
     if args.dataset == "omniglot":
         path = omniglot.prepare(source, out, args.split, args.seed, progress)
     elif args.dataset == "miniimagenet":
