@@ -1,4 +1,5 @@
-"""Dependencies point one way: tasks/, models/ and algorithms/ never import ray (DESIGN.md)."""
+"""Dependencies point one way: tasks/, models/ and algorithms/ never import ray, and outside runtime/ nothing
+does (docs/architecture.md); the step recovery policy imports nothing of Ray or the runtime."""
 import ast
 import subprocess
 import sys
