@@ -27,7 +27,7 @@ class DriverShare:
     real steps.
 
     After a warm-up at the even share (`warmup` steps and `warmup_s` seconds: the first steps after
-    Ray starts or an actor joins run slow, which once made the fastest share look the slowest), the
+    Ray starts or an actor joins run slow, enough to make the fastest share look the slowest), the
     candidate shares (none, some or all of the chunks) take turns, one step each, for `trials` rounds.
     From the third round on, a share whose fastest step is slower than `margin` times the best mean is
     dropped; at the end the fastest mean is kept, and stays fixed for `refresh` steps, after which all
@@ -35,8 +35,8 @@ class DriverShare:
     share alike; dropping clear losers keeps the timing cheap; the mean, not the median, because
     throughput is the mean and shares that wait on actors have the longer tails (a median-chosen split
     ran 3.46 ms mean against 3.30 for the driver alone, with equal medians); a fixed choice cannot
-    wander (re-judged on every step against stale timings of the others, an earlier version kept a
-    slower share for hundreds of steps in one measurement).
+    wander (a share re-judged on every step against stale timings of the others can stay on a slower
+    choice for hundreds of steps).
 
     Timing whole steps captures what a model of compute rates would miss: the round trip to an actor,
     and the driver and the actors slowing each other on shared cores. On sinusoid the driver and its

@@ -23,6 +23,7 @@ from meta_dist.errors import UserError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
 SCHEDULERS = ("asha", "fifo")
+EXPERIMENT = "tune"  # Ray Tune's own state, under the sweep's run directory
 EXAMPLE = "algorithm.inner_lr=loguniform(1e-3,1e-1)"
 
 
@@ -156,6 +157,11 @@ def tune(config: str | Config | dict | None = None, *, search, trials: int = 4, 
     every = report_every or max(1, base.steps // 10)
     components = build_components(base, data)  # checks the task family (and user code) before any trial
     root = Path(run_dir) if run_dir is not None else Path("runs") / f"tune_{base.name}"
+    held = (root / EXPERIMENT).exists()
+    if resume and not held:
+        raise UserError(f"nothing to resume in {root}: it holds no sweep; drop --resume to start one there")
+    if held and not resume:
+        raise UserError(f"{root} already holds a sweep; pass --resume to continue it, or choose a new --run-dir")
     return run_sweep(base, space, root.resolve(), components.family.metric, components.code_dir,
                      trials=trials, scheduler=scheduler,
                      time_budget_s=time_budget_s, report_every=every, val_tasks=val_tasks, resume=resume)

@@ -10,9 +10,8 @@ from meta_dist import checkpoint, config as config_mod
 from meta_dist.config import Config
 from meta_dist.errors import UserError
 from meta_dist.fileio import atomic_write_text
-from meta_dist.runtime.sweep import Sweep, check_fits, trial_bundles
+from meta_dist.runtime.sweep import EXPERIMENT, Sweep, check_fits, trial_bundles
 
-EXPERIMENT = "tune"  # Tune's own state, under the sweep's run directory
 
 
 def mode_of(metric: str) -> str:
@@ -79,11 +78,9 @@ def _tuner(base: Config, space: dict, root: Path, metric: str, *, trials: int, s
     path = root / EXPERIMENT
     if resume:
         if not tune.Tuner.can_restore(str(path)):
-            raise UserError(f"nothing to resume in {root}: it holds no sweep; drop --resume to start one there")
+            raise UserError(f"{path} holds no sweep state Ray Tune can restore; start the sweep in a new --run-dir")
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False)
-    if path.exists():
-        raise UserError(f"{root} already holds a sweep; pass --resume to continue it, or choose a new --run-dir")
     asha = tune.schedulers.ASHAScheduler(time_attr="step", max_t=base.steps, grace_period=report_every,
                                          reduction_factor=2)
     return tune.Tuner(

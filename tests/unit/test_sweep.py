@@ -82,3 +82,11 @@ def test_the_sweep_is_part_of_the_library_surface():
     from meta_dist.runtime import sweep
 
     assert meta_dist.tune is sweep.tune
+
+
+def test_resuming_where_no_sweep_ran_is_a_user_error_and_creates_nothing(tmp_path):
+    import meta_dist
+
+    with pytest.raises(UserError, match="nothing to resume in .*: it holds no sweep"):
+        meta_dist.tune(search={"algorithm.inner_lr": "uniform(0.01,0.1)"}, run_dir=tmp_path / "s", resume=True)
+    assert not (tmp_path / "s").exists()
