@@ -15,7 +15,6 @@ import signal
 import sys
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from meta_dist.metrics import MetricsLog, plot_curve
 from meta_dist.progress import StepProgress
 from meta_dist.references import reference_for
 from meta_dist.runtime.faults import FaultPlan
+from meta_dist.runtime.ledger import StaleSyncLedger
 from meta_dist.runtime.wire import Chunk, ChunkResult
 from meta_dist.tasks.spec import derive_seed
 from meta_dist.tracking import Trackers, check_available
@@ -252,44 +252,31 @@ class Trainer:
             yield step, self._record(sync_step(backend, family, self.config, step))
 
     def _async_steps(self, backend, family, start_step: int):
-        """Stale Synchronous Parallel: workers never wait for each other. Each idle worker gets the
-        next chunk with the newest parameters; a result computed on a version more than `staleness`
-        behind is rejected and its chunk re-queued; a step commits once `meta_batch_size` tasks of
-        fresh-enough results are in. Throughput over bitwise reproducibility (see README)."""
+        """Stale Synchronous Parallel: workers never wait for each other; each idle worker gets the next
+        chunk with the newest parameters, and `StaleSyncLedger` decides what commits (ledger.py).
+        Throughput over bitwise reproducibility (docs/architecture.md)."""
         cfg = self.config
         self.bad_steps = 0
-        queue: deque[Chunk] = deque()
-        spec_step, step = start_step, start_step
-        accepted: list[ChunkResult] = []
-        stale = 0
-        t0 = time.perf_counter()
+
+        def chunks_of(spec_step: int) -> list[Chunk]:
+            return make_chunks(cfg, spec_step, family.specs(cfg.seed, "train", spec_step, cfg.algorithm.meta_batch_size))
+
+        ssp = StaleSyncLedger(cfg.runtime.staleness, cfg.algorithm.meta_batch_size, chunks_of, start_step)
+        step, t0 = start_step, time.perf_counter()
         while step < cfg.steps:
             for index in backend.live_workers():
-                if not queue:
-                    spec_step += 1
-                    specs = family.specs(cfg.seed, "train", spec_step, cfg.algorithm.meta_batch_size)
-                    queue.extend(make_chunks(cfg, spec_step, specs))
-                backend.dispatch(index, backend.params_handle(), [queue.popleft()])
+                backend.dispatch(index, backend.params_handle(), [ssp.next_chunk()])
             done = backend.next_done(timeout_s=1.0)
             if done is None:
                 continue
             _, chunks, results = done
-            if results is None:
-                queue.extendleft(reversed(chunks))
-                continue
-            for chunk, result in zip(chunks, results):
-                if backend.version - result.version > cfg.runtime.staleness:
-                    stale += 1
-                    queue.append(chunk)
-                else:
-                    accepted.append(result)
-            if sum(r.num_tasks for r in accepted) >= cfg.algorithm.meta_batch_size:
+            ssp.returned(chunks, results, backend.version)
+            if ssp.ready:
                 step += 1
-                version = backend.version  # before the commit, which may or may not bump it
+                accepted, stale, staleness_mean = ssp.take(backend.version)  # before the commit bumps it
                 row = self._record(commit(backend, accepted, step, t0, t0))
-                row["stale_rejected"] = stale
-                row["staleness_mean"] = sum(version - r.version for r in accepted) / len(accepted)
-                accepted, stale, t0 = [], 0, time.perf_counter()
+                row["stale_rejected"], row["staleness_mean"] = stale, staleness_mean
+                t0 = time.perf_counter()
                 yield step, row
 
     def _checkpoint(self, step: int, state: dict, metrics: MetricsLog) -> None:

@@ -1,4 +1,5 @@
-"""The bookkeeping and recovery policy of one synchronous step, on plain data: no Ray, an injected clock.
+"""The bookkeeping and recovery policy of the steps, on plain data: no Ray, an injected clock.
+`StepLedger` keeps one synchronous step; `StaleSyncLedger` (at the end) the asynchronous mode's queue.
 
 The step runner (`RayBackend.run_chunks`) tells the ledger what it sent to which worker, what came back
 and which worker was lost; the ledger decides the rest:
@@ -14,6 +15,7 @@ and which worker was lost; the ledger decides the rest:
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -105,3 +107,51 @@ class StepLedger:
     def ordered(self) -> list:
         """The results in chunk order."""
         return [self.results[c] for c in self.chunk_ids]
+
+
+class StaleSyncLedger:
+    """Asynchronous mode's (Stale Synchronous Parallel) bookkeeping, on plain data: the queue of chunks
+    still to compute, and the results accepted toward the next commit.
+
+    Each idle worker takes the next chunk (the next step's specs are cut into chunks when the queue runs
+    dry); a result computed on parameters more than `staleness` versions behind is rejected and its chunk
+    queued again at the back; the chunks of a lost or overdue call go back to the front, in order; a step
+    commits once results of `meta_batch_size` tasks are in.
+    """
+
+    def __init__(self, staleness: int, meta_batch_size: int, chunks_of: Callable[[int], list], start_step: int):
+        self.staleness, self.meta_batch_size, self.chunks_of = staleness, meta_batch_size, chunks_of
+        self.spec_step = start_step  # the last step whose chunks were queued
+        self.queue: deque = deque()
+        self.accepted: list = []
+        self.stale = 0  # results rejected since the last commit
+
+    def next_chunk(self):
+        if not self.queue:
+            self.spec_step += 1
+            self.queue.extend(self.chunks_of(self.spec_step))
+        return self.queue.popleft()
+
+    def returned(self, chunks: list, results: list | None, version: int) -> None:
+        """A call came back: `results` (objects with `version`), or None if its worker was lost or it
+        outlived its timeout. `version` is the server's current one."""
+        if results is None:
+            self.queue.extendleft(reversed(chunks))
+            return
+        for chunk, result in zip(chunks, results):
+            if version - result.version > self.staleness:
+                self.stale += 1
+                self.queue.append(chunk)
+            else:
+                self.accepted.append(result)
+
+    @property
+    def ready(self) -> bool:
+        return sum(r.num_tasks for r in self.accepted) >= self.meta_batch_size
+
+    def take(self, version: int) -> tuple[list, int, float]:
+        """The accepted results of the step to commit, the rejected count, and their mean staleness."""
+        accepted, stale = self.accepted, self.stale
+        staleness_mean = sum(version - r.version for r in accepted) / max(len(accepted), 1)
+        self.accepted, self.stale = [], 0
+        return accepted, stale, staleness_mean

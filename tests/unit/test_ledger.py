@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from meta_dist.runtime.ledger import StepLedger, StepStalled, next_live
+from meta_dist.runtime.ledger import StaleSyncLedger, StepLedger, StepStalled, next_live
 
 
 @dataclass(frozen=True)
@@ -94,3 +94,54 @@ def test_the_next_live_worker_skips_lost_ones_cyclically():
     assert next_live(1, [True, False, True]) == 2
     assert next_live(2, [True, False, True]) == 0
     assert next_live(0, [False, False]) == 1  # none alive: the next one, which may come back
+
+
+# -- asynchronous mode ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Computed:
+    chunk_id: int
+    version: int
+    num_tasks: int = 5
+
+
+def ssp(staleness=1, meta_batch_size=10):
+    made = []
+
+    def chunks_of(step):
+        made.append(step)
+        return [(step, i) for i in range(3)]
+    return StaleSyncLedger(staleness, meta_batch_size, chunks_of, start_step=4), made
+
+
+def test_chunks_are_handed_out_in_order_and_a_step_is_cut_when_the_queue_runs_dry():
+    book, made = ssp()
+    assert [book.next_chunk() for _ in range(4)] == [(5, 0), (5, 1), (5, 2), (6, 0)]
+    assert made == [5, 6]
+
+
+def test_a_too_stale_result_is_rejected_and_its_chunk_queued_again_at_the_back():
+    book, _ = ssp(staleness=1)
+    first, second = book.next_chunk(), book.next_chunk()
+    book.returned([first, second], [Computed(0, version=3), Computed(1, version=1)], version=3)
+    assert [r.chunk_id for r in book.accepted] == [0] and book.stale == 1
+    assert list(book.queue) == [(5, 2), second]
+
+
+def test_a_lost_call_puts_its_chunks_back_at_the_front_in_order():
+    book, _ = ssp()
+    lost = [book.next_chunk(), book.next_chunk()]
+    book.returned(lost, None, version=0)
+    assert list(book.queue) == [*lost, (5, 2)] and not book.accepted and book.stale == 0
+
+
+def test_a_step_commits_once_enough_tasks_are_in_and_counts_restart():
+    book, _ = ssp(staleness=2, meta_batch_size=10)
+    chunks = [book.next_chunk() for _ in range(3)]
+    book.returned(chunks[:1], [Computed(0, version=5)], version=6)
+    assert not book.ready
+    book.returned(chunks[1:2], [Computed(1, version=4)], version=6)  # 2 behind: within the bound
+    book.returned(chunks[2:], [Computed(2, version=3)], version=6)  # 3 behind: rejected
+    assert book.ready and book.stale == 1
+    accepted, stale, staleness_mean = book.take(version=6)
+    assert [r.chunk_id for r in accepted] == [0, 1] and stale == 1 and staleness_mean == (1 + 2) / 2
+    assert not book.ready and book.stale == 0 and not book.accepted
