@@ -13,7 +13,6 @@ from meta_dist.fileio import atomic_write_text
 from meta_dist.runtime.sweep import EXPERIMENT, Sweep, check_fits, trial_bundles
 
 
-
 def mode_of(metric: str) -> str:
     """Lower is better for a regression error, higher for accuracy and return."""
     return "min" if metric == "mse" else "max"
