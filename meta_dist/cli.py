@@ -16,14 +16,19 @@ from pathlib import Path
 from meta_dist.errors import ChunkError, NonFiniteError, UserError
 
 
-def _add_train_options(p: argparse.ArgumentParser, with_address: bool = True) -> None:
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """The options that make a run's config, shared by `train`, `submit` and `tune`."""
     p.add_argument("--config", help="config NAME (jobs/configs/NAME.yaml) or PATH; default: MAML on sinusoid")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set algorithm.inner_lr=0.4 (repeatable)")
     p.add_argument("--steps", type=int, help="meta-steps to train (overrides the config)")
-    p.add_argument("--workers", type=int, help="worker actors (0 = one per CPU)")
     p.add_argument("--seed", type=int, help="run seed")
     p.add_argument("--data", help="task store directory (image tasks)")
+
+
+def _add_train_options(p: argparse.ArgumentParser, with_address: bool = True) -> None:
+    _add_config_options(p)
+    p.add_argument("--workers", type=int, help="worker actors (0 = one per CPU)")
     p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest valid checkpoint")
     if with_address:  # `submit` uses --address for the Jobs API URL instead
@@ -90,7 +95,7 @@ def _add_data_parser(sub) -> None:
 def _add_tune_parser(sub) -> None:
     """`meta-dist tune`: a hyperparameter sweep on Ray Tune."""
     tune = sub.add_parser("tune", help="hyperparameter sweep on Ray Tune: each trial a full run with its own workers")
-    tune.add_argument("--config", help="config NAME or PATH of every trial")
+    _add_config_options(tune)  # of every trial; --seed also samples the trials
     tune.add_argument("--search", action="append", default=[], metavar="KEY=DIST", required=True,
                       help="a searched key, DIST one of loguniform(a,b), uniform(a,b), randint(a,b), choice(v,...), "
                            "grid(v,...); e.g. --search 'algorithm.inner_lr=loguniform(1e-3,1e-1)' (repeatable)")
@@ -102,10 +107,6 @@ def _add_tune_parser(sub) -> None:
     tune.add_argument("--run-dir", help="sweep directory (default: runs/tune_<config name>)")
     tune.add_argument("--report-every", type=int, help="steps between validation scores (default: a tenth of the steps)")
     tune.add_argument("--val-tasks", type=int, default=100, help="validation tasks per score (default 100)")
-    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override of every trial")
-    tune.add_argument("--steps", type=int, help="meta-steps of each trial")
-    tune.add_argument("--seed", type=int, help="run seed (also samples the trials)")
-    tune.add_argument("--data", help="task store directory (image tasks)")
     tune.add_argument("--address", help="Ray cluster address to join; default: a local Ray on 127.0.0.1")
     tune.add_argument("--resume", action="store_true", help="continue the sweep in --run-dir")
 

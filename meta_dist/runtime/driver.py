@@ -160,7 +160,7 @@ class Trainer:
         metrics.load(start_step)
         self.trackers = Trackers.open(cfg, self.run_dir, self.run_id, start_step)
         try:
-            result = self._train_and_evaluate(init, ckpt, metrics)
+            result = self._train_and_evaluate(init, ckpt, start_step, metrics)
         except KeyboardInterrupt:
             self.trackers.close("KILLED")
             raise
@@ -170,7 +170,7 @@ class Trainer:
         self.trackers.close("FINISHED")
         return result
 
-    def _train_and_evaluate(self, init: dict, ckpt, metrics: MetricsLog) -> dict:
+    def _train_and_evaluate(self, init: dict, ckpt, start_step: int, metrics: MetricsLog) -> dict:
         cfg, components = self.config, self.components
         self.trackers.backfill(metrics.rows)
         backend = self.backend = self._make_backend(init, components)
@@ -178,7 +178,7 @@ class Trainer:
             if ckpt is not None:
                 backend.load_state({"params": ckpt.params, "optimizer": ckpt.optimizer, "version": ckpt.version})
                 print(f"resuming from {ckpt.path.name} (step {ckpt.step})", file=sys.stderr)
-            final_step = self._loop(backend, components.family, metrics, ckpt.step if ckpt is not None else 0)
+            final_step = self._loop(backend, components.family, metrics, start_step)
             state = backend.state()
         finally:
             backend.shutdown()

@@ -37,7 +37,11 @@ def driver_may_compute(config: Config) -> bool:
     """Whether a local Ray that `init_ray` starts holds CPUs back for the driver to compute on
     (`runtime.driver_worker`): synchronous, CPU workers only, and no cluster to join (on a cluster, the
     driver's node's CPUs belong to Ray's scheduler)."""
-    return config.runtime.driver_worker and _sync_cpu_on_ray(config) and not cluster_address(config)
+    return _driver_eligible(config) and not cluster_address(config)
+
+
+def _driver_eligible(config: Config) -> bool:
+    return config.runtime.driver_worker and _sync_cpu_on_ray(config)
 
 
 def _sync_cpu_on_ray(config: Config) -> bool:
@@ -63,8 +67,7 @@ class RaySession:
 
 def driver_computes(config: Config, session: RaySession) -> bool:
     """Whether the driver process is worker 0: eligible, and CPUs of its own to compute on."""
-    return config.runtime.driver_worker and _sync_cpu_on_ray(config) \
-        and 0 < config.runtime.threads_per_worker <= session.driver_cpus
+    return _driver_eligible(config) and 0 < config.runtime.threads_per_worker <= session.driver_cpus
 
 
 def local_cpus() -> int:
