@@ -146,16 +146,23 @@ def open_run(run_dir: str | Path, *, data: str | None = None, model: object = No
 
 
 def evaluate(run_dir: str | Path, *, data: str | None = None, tasks: int | None = None, ways: int | None = None,
-             shots: int | None = None, split: str | None = None, model: object = None, task: object = None) -> dict:
-    """Evaluate a run's newest checkpoint on held-out tasks; the same dict as `meta-dist eval --json`."""
+             shots: int | None = None, split: str | None = None, model: object = None, task: object = None,
+             workers: int | None = None, backend: str | None = None) -> dict:
+    """Evaluate a run's newest checkpoint on held-out tasks; the same dict as `meta-dist eval --json`.
+    `workers` / `backend` spread the episodes over Ray workers as `meta-dist eval --workers/--backend`
+    do, with the same result."""
     from meta_dist.evaluation import evaluate as evaluate_params
+    from meta_dist.runtime.eval_pool import check_eval_workers, eval_workers
 
+    check_eval_workers(workers, backend)
     run = open_run(run_dir, data=data, model=model, task=task)
     for name, value in (("tasks", tasks), ("ways", ways), ("shots", shots)):
         if value is not None and value <= 0:
             raise UserError(f"{name} must be positive, got {value}")
-    return evaluate_params(run.config, run.checkpoint.params, step=run.checkpoint.step, num_tasks=tasks,
-                           ways=ways, shots=shots, split=split, components=run.components)
+    ckpt = run.checkpoint
+    with eval_workers(run.config, ckpt.params, run.components, workers, backend) as pool:
+        return evaluate_params(run.config, ckpt.params, step=ckpt.step, num_tasks=tasks, ways=ways, shots=shots,
+                               split=split, components=run.components, pool=pool)
 
 
 def load(run_dir: str | Path, *, data: str | None = None, model: object = None, task: object = None) -> nn.Module:

@@ -52,6 +52,9 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--inner-steps", type=int, help="adaptation steps for the headline figure")
     ev.add_argument("--transductive-bn", action="store_true", help="batch norm with support+query statistics")
     ev.add_argument("--split", choices=("test", "val"), help="split to evaluate on (default test)")
+    ev.add_argument("--workers", type=int, help="spread the episodes over N workers (implies --backend ray)")
+    ev.add_argument("--backend", choices=("local", "ray"),
+                    help="local: this process (the default); ray: worker actors on a local Ray or the run's cluster")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
 
@@ -183,7 +186,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from meta_dist import api, config as config_mod
     from meta_dist.evaluation import evaluate, format_result
     from meta_dist.references import reference_for
+    from meta_dist.runtime.eval_pool import check_eval_workers, eval_workers
 
+    check_eval_workers(args.workers, args.backend)
     run = api.open_run(args.run_dir, data=args.data)
     config = run.config
     extra = [f"eval.inner_steps={args.inner_steps}"] if args.inner_steps is not None else []
@@ -195,8 +200,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if value is not None and value <= 0:
             raise UserError(f"{name} must be positive, got {value}")
     ckpt = run.checkpoint
-    result = evaluate(config, ckpt.params, step=ckpt.step, num_tasks=args.tasks, ways=args.ways, shots=args.shots,
-                      split=args.split, components=run.components)
+    with eval_workers(config, ckpt.params, run.components, args.workers, args.backend) as pool:
+        result = evaluate(config, ckpt.params, step=ckpt.step, num_tasks=args.tasks, ways=args.ways,
+                          shots=args.shots, split=args.split, components=run.components, pool=pool)
     if args.json:
         print(json.dumps(result))
     else:

@@ -3,9 +3,14 @@
 Every algorithm and entry point (the end of `train`, `meta-dist eval`, benchmarks) evaluates here.
 Tasks come from the `test` (or `val`) split with the run seed, so two runs with the same seed are
 scored on the same tasks. A task whose metric is NaN/Inf (a diverged fine-tune) is counted and
-reported, never averaged in.
+reported, never averaged in. The episodes are cut into fixed chunks of EVAL_CHUNK, each computed by
+`eval_curves`, in this process or on workers (runtime/eval_pool.py): the chunks, their code and their
+thread count are the same either way, so the result is bitwise the same too.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 import torch
 
@@ -14,33 +19,62 @@ from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
 from meta_dist.params import params_sha256
+from meta_dist.progress import CountProgress
 from meta_dist.stats import mean_ci95
+from meta_dist.tasks.spec import TaskSpec, derive_seed
 
 EVAL_CHUNK = 50
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """How each episode is adapted and scored (from the config's `eval` section)."""
+    max_inner_steps: int
+    inner_lr: float
+    transductive_bn: bool
+
+
+def eval_curves(algorithm, params: dict[str, torch.Tensor], specs: Sequence[TaskSpec],
+                settings: EvalSettings) -> torch.Tensor:
+    """One chunk's per-task metric after 0..max_inner_steps steps ([tasks, S]), in eval mode, the torch
+    random state seeded from the chunk (and the caller's left as it was)."""
+    algorithm.model.eval()  # dropout off; batch norm keeps batch statistics (models/__init__.py)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed("eval", specs[0].seed))
+        return algorithm.eval_chunk(params, specs, settings.max_inner_steps, settings.inner_lr,
+                                    settings.transductive_bn)
+
+
+class Pool(Protocol):
+    """Computes chunks of episodes elsewhere (runtime/eval_pool.py); `in_process(j)` computes chunk j
+    here, for a pool whose driver is one of its workers."""
+
+    def curves(self, params: dict[str, torch.Tensor], chunks: list[list[TaskSpec]], settings: EvalSettings,
+               in_process, progress) -> list[torch.Tensor]: ...
+
+
 def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data_dir: str | None = None,
              num_tasks: int | None = None, ways: int | None = None, shots: int | None = None,
-             split: str | None = None, components: Components | None = None) -> dict:
-    """`components` (default: the ones the config names) give the task family and the network."""
+             split: str | None = None, components: Components | None = None, pool: Pool | None = None) -> dict:
+    """`components` (default: the ones the config names) give the task family and the network; `pool`
+    (default: none, this process only) spreads the episodes over workers."""
     # Small-op evaluation gains nothing from intra-op threads and loses much to oversubscription; the
     # caller's own setting is restored afterwards.
     threads = torch.get_num_threads()
     torch.set_num_threads(config.runtime.threads_per_worker)
     try:
-        return _evaluate(config, params, step, data_dir, num_tasks, ways, shots, split, components)
+        return _evaluate(config, params, step, data_dir, num_tasks, ways, shots, split, components, pool)
     finally:
         torch.set_num_threads(threads)
 
 
 def _evaluate(config: Config, params: dict[str, torch.Tensor], step: int, data_dir: str | None,
               num_tasks: int | None, ways: int | None, shots: int | None, split: str | None,
-              components: Components | None) -> dict:
+              components: Components | None, pool: Pool | None) -> dict:
     e = config.eval
     components = components or build_components(config, data_dir)
     family = components.family
     algorithm = components.algorithm(config)
-    algorithm.model.eval()  # dropout off; batch norm keeps batch statistics (models/__init__.py)
     n = num_tasks or e.num_tasks
     split = split or e.split
     ways, shots = ways or e.ways or None, shots or e.shots or None
@@ -53,8 +87,7 @@ def _evaluate(config: Config, params: dict[str, torch.Tensor], step: int, data_d
     elif e.query_per_class:
         shape["num_query"] = e.query_per_class
     specs = [family.spec(config.seed, split, 0, i, **shape) for i in range(n)]
-    curves = torch.cat([algorithm.eval_chunk(params, specs[i: i + EVAL_CHUNK], e.max_inner_steps, e.inner_lr,
-                                             e.transductive_bn) for i in range(0, n, EVAL_CHUNK)])
+    curves = _curves(algorithm, params, specs, EvalSettings(e.max_inner_steps, e.inner_lr, e.transductive_bn), pool)
     scale = 100.0 if family.metric == "accuracy" else 1.0
     curve = []
     for s in range(curves.shape[1]):
@@ -76,6 +109,22 @@ def _evaluate(config: Config, params: dict[str, torch.Tensor], step: int, data_d
 
         result["baselines"] = bandit_baselines(config, n, split)
     return result
+
+
+def _curves(algorithm, params: dict[str, torch.Tensor], specs: list[TaskSpec], settings: EvalSettings,
+            pool: Pool | None) -> torch.Tensor:
+    """Every episode's curve ([tasks, S]), chunk by chunk, in this process or on `pool`, in task order."""
+    chunks = [specs[i: i + EVAL_CHUNK] for i in range(0, len(specs), EVAL_CHUNK)]
+    progress = CountProgress("evaluation", "episodes")
+    in_process = lambda j: eval_curves(algorithm, params, chunks[j], settings)  # noqa: E731
+    if pool is not None:
+        return torch.cat(pool.curves(params, chunks, settings, in_process, progress))
+    done, out = 0, []
+    for j, chunk in enumerate(chunks):
+        out.append(in_process(j))
+        done += len(chunk)
+        progress(done, len(specs))
+    return torch.cat(out)
 
 
 def _task_shape(config: Config, family) -> dict:

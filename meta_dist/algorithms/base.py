@@ -108,7 +108,10 @@ class MetaAlgorithm(ABC):
 
     def task_losses(self, stacked: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Training loss of each task of a chunk: a [num_tasks] tensor."""
-        out = self.forward_tasks(stacked, x)
+        return self.losses_of(self.forward_tasks(stacked, x), y)
+
+    def losses_of(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-task training loss of outputs [T, N, ...] against targets [T, N]: a [T] tensor."""
         if self.family.metric == "mse":
             return ((out - y) ** 2).flatten(1).mean(1)
         return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)

@@ -180,15 +180,15 @@ class Trainer:
                 print(f"resuming from {ckpt.path.name} (step {ckpt.step})", file=sys.stderr)
             final_step = self._loop(backend, components.family, metrics, start_step)
             state = backend.state()
+            self._checkpoint(final_step, state, metrics)
+            plot_curve(self.run_dir)
+            if self.stop_signal is not None:
+                print(f"stopped by signal {self.stop_signal} at step {final_step}; continue with "
+                      f"`meta-dist train --resume --run-dir {self.run_dir}`", file=sys.stderr)
+                raise KeyboardInterrupt
+            result = evaluate(cfg, state["params"], step=final_step, components=components, pool=_eval_pool(backend))
         finally:
             backend.shutdown()
-        self._checkpoint(final_step, state, metrics)
-        plot_curve(self.run_dir)
-        if self.stop_signal is not None:
-            print(f"stopped by signal {self.stop_signal} at step {final_step}; continue with "
-                  f"`meta-dist train --resume --run-dir {self.run_dir}`", file=sys.stderr)
-            raise KeyboardInterrupt
-        result = evaluate(cfg, state["params"], step=final_step, components=components)
         atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=1))
         self.trackers.evaluated(result, self.run_dir)
         print(format_result(result, reference_for(cfg)), file=sys.stderr)
@@ -287,6 +287,14 @@ class Trainer:
         checkpoint.save(self.run_dir, step, state, self.run_id, config_mod.to_dict(self.config),
                         self.config.checkpoint.keep)
         metrics.flush()
+
+
+def _eval_pool(backend):
+    """The final evaluation runs on a Ray run's own workers, before they stop."""
+    from meta_dist.runtime.backend import RayBackend
+    from meta_dist.runtime.eval_pool import EvalPool
+
+    return EvalPool(backend) if isinstance(backend, RayBackend) else None
 
 
 class _signals_to_flag:

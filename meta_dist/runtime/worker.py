@@ -23,10 +23,11 @@ import torch
 from meta_dist.components import Components
 from meta_dist.config import Config
 from meta_dist.errors import ChunkError, UserError
+from meta_dist.evaluation import EvalSettings, eval_curves
 from meta_dist.params import ParamLayout
 from meta_dist.runtime.faults import FaultPlan
 from meta_dist.runtime.wire import Chunk, ChunkResult
-from meta_dist.tasks.spec import derive_seed
+from meta_dist.tasks.spec import TaskSpec, derive_seed
 
 
 def as_tensor(flat: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -81,13 +82,23 @@ class ChunkWorker:
                            time.perf_counter() - start)
 
     def run_chunks(self, params: tuple[int, np.ndarray | torch.Tensor], chunks: list[Chunk]) -> list[ChunkResult]:
-        results = []
-        for chunk in chunks:
-            try:
-                results.append(self.run_chunk(params, chunk))
-            except (UserError, ChunkError):
-                raise
-            except Exception:
-                raise ChunkError(f"worker {self.worker_id}, computing chunk {chunk.chunk_id} of step {chunk.step},",
-                                 traceback.format_exc()) from None
-        return results
+        return [self._guarded(f"computing chunk {chunk.chunk_id} of step {chunk.step}", self.run_chunk, params, chunk)
+                for chunk in chunks]
+
+    def eval_chunk(self, flat: np.ndarray, specs: list[TaskSpec], settings: EvalSettings) -> np.ndarray:
+        """One chunk of evaluation episodes at the flat parameters `flat`: their curves [tasks, S]."""
+        def run():
+            named = self.layout.unflatten(as_tensor(flat).to(self.device))
+            return eval_curves(self.algorithm, named, specs, settings).cpu().numpy()
+
+        return self._guarded(f"evaluating episodes {specs[0].index}..{specs[-1].index}", run)
+
+    def _guarded(self, what: str, fn, *args):
+        """`fn(*args)`; an exception in it (the user's code, most often) becomes a ChunkError with its
+        traceback, which the driver shows once and never retries."""
+        try:
+            return fn(*args)
+        except (UserError, ChunkError):
+            raise
+        except Exception:
+            raise ChunkError(f"worker {self.worker_id}, {what},", traceback.format_exc()) from None

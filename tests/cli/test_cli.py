@@ -47,6 +47,17 @@ def test_eval_json_prints_exactly_one_object_matching_train(trained):
     assert result["params_sha256"] == saved["params_sha256"] and result["mean"] == saved["mean"]
 
 
+def test_eval_on_two_workers_gives_the_one_process_result_bitwise(trained):
+    """Its own local Ray: the driver computes as worker 0 beside one actor."""
+    from meta_dist import api
+
+    run_dir, _ = trained
+    proc = cli("eval", "--run-dir", str(run_dir), "--json", "--tasks", "150", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "evaluation: 150/150 episodes" in proc.stderr
+    assert json.loads(proc.stdout)["curve"] == api.evaluate(run_dir, tasks=150)["curve"]
+
+
 def test_resume_finished_run_to_more_steps_continues_the_step_sequence(trained, tmp_path):
     run_dir, _ = trained
     proc = cli("train", "--resume", "--run-dir", str(run_dir), "--steps", "35", "--backend", "local",
@@ -67,6 +78,7 @@ def test_resume_finished_run_to_more_steps_continues_the_step_sequence(trained, 
     (["train", "--address", "127.0.0.1:1", "--run-dir", "{tmp}/r"], "cannot reach a Ray cluster"),
     (["train", "--address", "not-an-address", "--run-dir", "{tmp}/r"], "is not HOST:PORT"),
     (["eval", "--run-dir", "{tmp}/missing"], "not a meta-dist run directory"),
+    (["eval", "--run-dir", "{tmp}/empty", "--workers", "2", "--backend", "local"], "needs --backend ray"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message, tmp_path):
     (tmp_path / "empty").mkdir()

@@ -1,0 +1,135 @@
+"""Evaluation episodes on a RayBackend's workers: the end of `train` on the run's own workers,
+`meta-dist eval --workers N` on workers started for it.
+
+The episodes come in fixed chunks (evaluation.py). Each idle actor gets the next chunk; where the driver is
+worker 0 it computes one chunk in-process whenever every actor is busy. Curves are put back in chunk
+order, so the result does not depend on which worker computed what. An actor that dies, or holds a chunk
+past `runtime.chunk_timeout_s`, is left out for the rest of the evaluation and its chunk goes back to
+the queue; with no actor left, the driver computes the rest. An exception in the user's code is raised
+once, with its traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Callable, Iterator
+
+import torch
+
+from meta_dist.config import Config, with_overrides
+from meta_dist.errors import UserError
+from meta_dist.evaluation import EvalSettings
+from meta_dist.params import ParamLayout
+from meta_dist.runtime.step_runner import raise_cause
+from meta_dist.tasks.spec import TaskSpec
+
+log = logging.getLogger("meta_dist")
+
+
+class EvalPool:
+    def __init__(self, backend):
+        """`backend`: a RayBackend whose workers are free (training has ended); its compiled channels
+        close, since evaluation reaches the actors by ordinary calls."""
+        backend._close_channels()
+        self.backend, self.ray = backend, backend.ray
+        self.actors = [i for i, ok in enumerate(backend.alive) if ok and not backend.is_local(i)]
+        ex = self.ray.exceptions
+        self.lost_errors = (ex.RayActorError, ex.WorkerCrashedError, ex.ObjectLostError)
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.actors) + (self.backend.local is not None)
+
+    def curves(self, params: dict[str, torch.Tensor], chunks: list[list[TaskSpec]], settings: EvalSettings,
+               in_process: Callable[[int], torch.Tensor], progress) -> list[torch.Tensor]:
+        """Every chunk's curves, in chunk order; `in_process(j)` computes chunk j in the driver."""
+        flat = self.ray.put(ParamLayout.of(params).flatten(params).detach().cpu().numpy())
+        queue, inflight = deque(range(len(chunks))), {}
+        out: list[torch.Tensor | None] = [None] * len(chunks)
+        total, done = sum(len(c) for c in chunks), 0
+        while queue or inflight:
+            busy = {index for index, _, _ in inflight.values()}
+            for index in [i for i in self.actors if i not in busy]:
+                if queue:
+                    j = queue.popleft()
+                    ref = self.backend.workers[index].eval_chunk.remote(flat, chunks[j], settings)
+                    inflight[ref] = (index, j, time.monotonic())
+            finished = []
+            if queue and self._driver_computes():
+                j = queue.popleft()
+                out[j] = in_process(j)
+                finished.append(j)
+            finished += self._collect(inflight, queue, out)
+            for j in finished:
+                done += len(chunks[j])
+                progress(done, total)
+        return out
+
+    def _driver_computes(self) -> bool:
+        """Whether the driver takes a chunk while the actors work: where it is a worker, or no actor is left."""
+        return self.backend.local is not None or not self.actors
+
+    def _collect(self, inflight: dict, queue: deque, out: list) -> list[int]:
+        """The calls finished by now, waiting up to a second if the driver has nothing to compute."""
+        if not inflight:
+            return []
+        wait_s = 0.0 if queue and self._driver_computes() else 1.0
+        ready, _ = self.ray.wait(list(inflight), num_returns=1, timeout=wait_s)
+        finished = []
+        for ref in ready:
+            index, j, _ = inflight.pop(ref)
+            try:
+                out[j] = torch.tensor(self.ray.get(ref))  # a copy: the object store's array is read-only
+                finished.append(j)
+            except self.ray.exceptions.RayTaskError as e:
+                raise_cause(e)
+            except self.lost_errors as e:
+                self._drop(index, j, queue, f"lost ({type(e).__name__})")
+        now, limit = time.monotonic(), self.backend.config.runtime.chunk_timeout_s
+        for ref, (index, j, sent) in list(inflight.items()):
+            if now - sent > limit:
+                del inflight[ref]
+                self.ray.kill(self.backend.workers[index], no_restart=False)
+                self._drop(index, j, queue, f"past chunk_timeout_s ({limit:g} s)")
+        return finished
+
+    def _drop(self, index: int, j: int, queue: deque, why: str) -> None:
+        self.actors.remove(index)
+        queue.appendleft(j)
+        log.warning("evaluation: worker %d %s; its episodes go to another worker", index, why)
+
+
+def eval_config(config: Config, workers: int) -> Config:
+    """The run's config for evaluation workers: synchronous, ordinary actor calls, `workers` workers."""
+    return with_overrides(config, runtime={"backend": "ray", "mode": "sync", "num_workers": workers,
+                                           "compiled_graph": False})
+
+
+def check_eval_workers(workers: int | None, backend: str | None) -> bool:
+    """Whether the evaluation runs on workers; a UserError for a request that cannot be met."""
+    if workers is not None and workers <= 0:
+        raise UserError(f"--workers must be positive, got {workers}")
+    if backend not in (None, "local", "ray"):
+        raise UserError(f"--backend must be local or ray, got {backend!r}")
+    if backend == "local" and (workers or 1) > 1:
+        raise UserError(f"--workers {workers} needs --backend ray (the local backend is this one process)")
+    return backend == "ray" or (workers or 1) > 1
+
+
+@contextlib.contextmanager
+def eval_workers(config: Config, params: dict, components, workers: int | None,
+                 backend: str | None) -> Iterator[EvalPool | None]:
+    """Workers for `meta-dist eval` / `meta_dist.evaluate`: None (this process) unless `backend` is
+    "ray" or `workers` > 1, then a pool of `workers` (default: the run's runtime.num_workers)."""
+    if not check_eval_workers(workers, backend):
+        yield None
+        return
+    from meta_dist.runtime.backend import RayBackend
+
+    ray_backend = RayBackend(eval_config(config, workers or config.runtime.num_workers), params, components)
+    try:
+        yield EvalPool(ray_backend)
+    finally:
+        ray_backend.shutdown()
