@@ -15,6 +15,7 @@ from typing import Protocol, Sequence
 import torch
 
 from meta_dist import registry
+from meta_dist.allocator import keep_freed_memory
 from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
@@ -23,7 +24,7 @@ from meta_dist.progress import CountProgress
 from meta_dist.stats import mean_ci95
 from meta_dist.tasks.spec import TaskSpec, derive_seed
 
-EVAL_CHUNK = 50
+EVAL_CHUNK = 5  # episodes per unit of work; small, so that a chunk's activations stay small (allocator.py)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def evaluate(config: Config, params: dict[str, torch.Tensor], *, step: int, data
     # caller's own setting is restored afterwards.
     threads = torch.get_num_threads()
     torch.set_num_threads(config.runtime.threads_per_worker)
+    keep_freed_memory()
     try:
         return _evaluate(config, params, step, data_dir, num_tasks, ways, shots, split, components, pool)
     finally:

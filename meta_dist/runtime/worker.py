@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 import torch
 
+from meta_dist.allocator import keep_freed_memory
 from meta_dist.components import Components
 from meta_dist.config import Config
 from meta_dist.errors import ChunkError, UserError
@@ -42,6 +43,7 @@ def as_tensor(flat: np.ndarray | torch.Tensor) -> torch.Tensor:
 class ChunkWorker:
     def __init__(self, config: Config, components: Components, worker_id: int = 0, device: str = "cpu",
                  threads: int | None = None):
+        keep_freed_memory()
         self.worker_id = worker_id
         self.device = torch.device(device)
         torch.set_num_threads(threads or config.runtime.threads_per_worker)

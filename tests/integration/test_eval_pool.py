@@ -9,7 +9,7 @@ from meta_dist.runtime.eval_pool import EvalPool, eval_config
 from tests.helpers.runs import train
 
 pytestmark = pytest.mark.integration
-TASKS = 160  # four chunks of episodes
+TASKS = 160  # 32 chunks of episodes
 
 
 @pytest.fixture(scope="module")
