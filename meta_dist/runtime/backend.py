@@ -209,14 +209,15 @@ class RayBackend:
 
     def _channels_off(self) -> None:
         self.compiled = False
-        self._close_channels()
+        self.close_channels()
 
     def _close_channel(self, index: int) -> None:
         channel = self.channels.pop(index, None)
         if channel is not None:
             channel.close()
 
-    def _close_channels(self) -> None:
+    def close_channels(self) -> None:
+        """Close every compiled channel: calls to the workers go as ordinary actor calls."""
         for index in list(self.channels):
             self._close_channel(index)
 
@@ -261,7 +262,7 @@ class RayBackend:
     def shutdown(self) -> None:
         from meta_dist.runtime import placement
 
-        self._close_channels()
+        self.close_channels()
         for actor in ([] if self.local_server else [self.server]) + self.workers:
             if actor is not LOCAL:
                 self.ray.kill(actor, no_restart=True)

@@ -32,7 +32,7 @@ class EvalPool:
     def __init__(self, backend):
         """`backend`: a RayBackend whose workers are free (training has ended); its compiled channels
         close, since evaluation reaches the actors by ordinary calls."""
-        backend._close_channels()
+        backend.close_channels()
         self.backend, self.ray = backend, backend.ray
         self.actors = [i for i, ok in enumerate(backend.alive) if ok and not backend.is_local(i)]
         ex = self.ray.exceptions
