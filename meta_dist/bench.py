@@ -1,12 +1,10 @@
-"""`meta-dist bench`: meta-training throughput at each worker count, against the plain loop.
+"""`meta-dist bench`: meta-training throughput at each worker count, against plain single processes.
 
 For each worker count the real synchronous runtime (`RayBackend`, one thread per worker) runs meta-steps
-for a fixed time after a short warm-up; in the same invocation the usual single-process loop
-(learn2learn-style: per task, adapt a copy of the parameters with autograd, backprop the query loss;
-then one Adam step; torch's default threads) runs on the same workload and the same tasks, and each
-row reports its ratio to it. Both sides derive the tasks of step s from (seed, s) and include spec
-derivation and materialization in their time. `tests/integration/test_bench.py` checks that the
-reference loop's meta-gradient equals the runtime's, so the comparison is apples to apples.
+for a fixed time after a short warm-up. In the same invocation, before Ray starts, two single-process
+programs run on the same workload and tasks (`meta_dist.bench_loops`): the usual per-task loop on
+torch's default threads, and the vmapped torch.func program on as many threads as each worker count
+uses in all, so a row's `speedup_vs_vmap` compares equal numbers of cores.
 
 Time split of a runtime step (means, seconds): `compute_s` is the slowest worker's summed chunk
 time (the critical path); `aggregation_s` the driver's sum, outer step and broadcast; `specs_s` the
@@ -30,68 +28,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 
 from meta_dist import config as config_mod
+from meta_dist.bench_loops import WARMUP_STEPS, PerTaskLoop, VmapLoop, measure
 from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
 from meta_dist.tasks.names import IMAGE_DATASETS, IMAGE_TASKS
-from meta_dist.tasks.spec import TaskBatch, TaskFamily, derive_seed
+from meta_dist.tasks.spec import TaskFamily, derive_seed
 
-WARMUP_STEPS = 2
 MAX_SETTLING_S = 120.0  # the driver's share settles after its warm-up and a few rounds of trials
 SUPERVISED_TASKS = ("sinusoid", *IMAGE_DATASETS)  # the reference loop's workloads (images: synthetic)
-
-
-# -- the reference: the usual single-process, per-task MAML loop ---------------------------------------
-class ReferenceLoop:
-    """Per-task second-order (or first-order) MAML with autograd, as in learn2learn's examples."""
-
-    def __init__(self, config: Config, family: TaskFamily, model: torch.nn.Module, init: dict[str, torch.Tensor]):
-        self.config, self.family, self.model = config, family, model
-        self.cfg = config.algorithm
-        self.first_order = self.cfg.first_order or self.cfg.name == "fomaml"
-        self.params = {k: v.detach().clone().requires_grad_() for k, v in init.items()}
-        self.optimizer = torch.optim.Adam(self.params.values(), lr=self.cfg.meta_lr)
-
-    def loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = functional_call(self.model, params, (x,))
-        return ((out - y) ** 2).mean() if self.family.metric == "mse" else F.cross_entropy(out, y)
-
-    def meta_gradient(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
-        """The query-loss gradient summed over the batch's tasks, accumulated task by task."""
-        for p in self.params.values():
-            p.grad = None
-        for t in range(batch.num_tasks):
-            fast = dict(self.params)
-            for _ in range(self.cfg.inner_steps):
-                support = self.loss(fast, batch.support_x[t], batch.support_y[t])
-                grads = torch.autograd.grad(support, list(fast.values()), create_graph=not self.first_order)
-                fast = {k: v - self.cfg.inner_lr * g for (k, v), g in zip(fast.items(), grads)}
-            self.loss(fast, batch.query_x[t], batch.query_y[t]).backward()
-        return {k: p.grad for k, p in self.params.items()}
-
-    def step(self, step: int) -> int:
-        """One meta-step on the tasks of `step`; returns the number of tasks."""
-        specs = self.family.specs(self.config.seed, "train", step, self.cfg.meta_batch_size)
-        grads = self.meta_gradient(self.family.materialize(specs))
-        for g in grads.values():
-            g.div_(len(specs))
-        self.optimizer.step()
-        return len(specs)
-
-
-def measure_reference(loop: ReferenceLoop, duration_s: float) -> float:
-    """Tasks/s of the reference loop over `duration_s` after a warm-up."""
-    for step in range(1, WARMUP_STEPS + 1):
-        loop.step(step)
-    num_tasks, step, start = 0, WARMUP_STEPS, time.perf_counter()
-    while time.perf_counter() - start < duration_s:
-        step += 1
-        num_tasks += loop.step(step)
-    return num_tasks / (time.perf_counter() - start)
 
 
 # -- the runtime -------------------------------------------------------------------------------------------
@@ -141,7 +88,8 @@ def measure_runtime(config: Config, num_workers: int, init: dict, components: Co
         elapsed = time.perf_counter() - start
     finally:
         backend.shutdown()
-    return {**summarize(num_workers, timings, elapsed), "compiled_channels": channels}
+    return {**summarize(num_workers, timings, elapsed), "compiled_channels": channels,
+            "threads_per_worker": cfg.runtime.threads_per_worker}
 
 
 def summarize(num_workers: int, timings: list[StepTiming], elapsed_s: float) -> dict:
@@ -259,14 +207,13 @@ def run(args: argparse.Namespace) -> dict:
         family = components.family
         algorithm = components.algorithm(config)
         init = algorithm.init_params(derive_seed("init", config.seed))
-        # The reference runs on a quiet machine: before a local Ray starts (its start-up and prestarted
-        # workers took up to a fifth of the reference's speed when it ran after), or once a cluster
+        # The references run on a quiet machine: before a local Ray starts (its start-up and prestarted
+        # workers took up to a fifth of the loop's speed when it ran after), or once a cluster
         # address has been checked, so a bad one fails at once.
         joined = bool(placement.cluster_address(config))
         if joined:
             session = ray_session.enter_context(_ray(config, counts))
-        note(f"reference loop ({torch.get_num_threads()} torch threads), {args.duration_s:g} s")
-        reference = measure_reference(ReferenceLoop(config, family, algorithm.model, init), args.duration_s)
+        references = measure_references(config, counts, (family, algorithm.model, init), args.duration_s)
         if not joined:
             session = ray_session.enter_context(_ray(config, counts))
         results = []
@@ -275,12 +222,37 @@ def run(args: argparse.Namespace) -> dict:
             results.append(measure_runtime(config, n, init, components, args.duration_s, session))
         note("done")
         workload = describe(config, data_label, session)
-    base = results[0]["tasks_per_s"] / results[0]["workers"]
-    for r in results:
-        r["speedup_vs_reference"] = r["tasks_per_s"] / reference
-        r["scaling_efficiency"] = r["tasks_per_s"] / (r["workers"] * base)
     return {"workload": {**workload, "duration_s": args.duration_s, "scaling_base_workers": counts[0]},
-            "reference_tasks_per_s": reference, "results": results}
+            "reference_tasks_per_s": references["loop"]["tasks_per_s"], "references": references,
+            "results": compare(results, references)}
+
+
+def measure_references(config: Config, counts: list[int], workload: tuple, duration_s: float) -> dict:
+    """The per-task loop on torch's default threads, and the vmap program on each worker count's
+    total threads (up to this machine's cores) and on the default; each from the same start."""
+    default = torch.get_num_threads()
+    per_worker = config.runtime.threads_per_worker
+    vmap_threads = sorted({default} | {n * per_worker for n in counts if n * per_worker <= (os.cpu_count() or 1)})
+    note(f"per-task loop ({default} torch threads), {duration_s:g} s")
+    loop = measure(PerTaskLoop(config, *workload), duration_s, default)
+    vmapped = []
+    for threads in vmap_threads:
+        note(f"torch.func vmap ({threads} torch thread(s)), {duration_s:g} s")
+        vmapped.append(measure(VmapLoop(config, *workload), duration_s, threads))
+    return {"loop": loop, "vmap": vmapped}
+
+
+def compare(results: list[dict], references: dict) -> list[dict]:
+    """Each row's ratios: to the per-task loop, to the vmap program on the same number of threads
+    (None where none ran), and its tasks/s per worker relative to the first row."""
+    base = results[0]["tasks_per_s"] / results[0]["workers"]
+    vmap = {v["threads"]: v["tasks_per_s"] for v in references["vmap"]}
+    for r in results:
+        same_threads = vmap.get(r["workers"] * r["threads_per_worker"])
+        r["speedup_vs_reference"] = r["tasks_per_s"] / references["loop"]["tasks_per_s"]
+        r["speedup_vs_vmap"] = r["tasks_per_s"] / same_threads if same_threads else None
+        r["scaling_efficiency"] = r["tasks_per_s"] / (r["workers"] * base)
+    return results
 
 
 @contextlib.contextmanager
@@ -315,13 +287,16 @@ def format_table(report: dict) -> str:
                 else "; ordinary actor calls"),
              f"reference (one process, per-task loop, {w['reference_threads']} torch threads): "
              f"{report['reference_tasks_per_s']:.1f} tasks/s",
+             *(f"reference (one process, torch.func vmap, {v['threads']} torch thread(s)): {v['tasks_per_s']:.1f} tasks/s"
+               for v in report["references"]["vmap"]),
              "",
-             f"{'workers':>7} {'tasks/s':>8} {'vs ref':>7} {'effic.':>7} {'step ms':>8} {'median':>7} "
+             f"{'workers':>7} {'tasks/s':>8} {'vs ref':>7} {'vs vmap':>7} {'effic.':>7} {'step ms':>8} {'median':>7} "
              f"{'overhd ms':>9} {'drv ch':>6} | {'compute':>8} {'wait':>6} {'comm':>6} {'aggr':>6} {'specs':>6} "
              "(ms/step)"]
     for r in report["results"]:
         s = {k: 1000 * v for k, v in r["time_split"].items()}
-        lines.append(f"{r['workers']:>7} {r['tasks_per_s']:>8.1f} {r['speedup_vs_reference']:>6.2f}x "
+        vs_vmap = f"{r['speedup_vs_vmap']:>6.2f}x" if r["speedup_vs_vmap"] else f"{'-':>7}"
+        lines.append(f"{r['workers']:>7} {r['tasks_per_s']:>8.1f} {r['speedup_vs_reference']:>6.2f}x {vs_vmap} "
                      f"{r['scaling_efficiency']:>7.2f} {r['step_ms']:>8.2f} {r['step_ms_median']:>7.2f} "
                      f"{r['overhead_ms_per_step']:>9.2f} {r['driver_chunks_per_step']:>6.2f} "
                      f"| {s['compute_s']:>8.2f} {s['wait_s']:>6.2f} {s['communication_s']:>6.2f} "
@@ -329,7 +304,8 @@ def format_table(report: dict) -> str:
     for prev, r in zip(report["results"], report["results"][1:]):
         if r["step_ms"] > prev["step_ms"]:
             lines.append(f"note: a step with {r['workers']} workers took longer than with {prev['workers']}")
-    lines.append(f"efficiency: tasks/s per worker relative to {w['scaling_base_workers']} worker(s); "
+    lines.append("vs vmap: against the vmap process on as many threads as the row's workers use in all; "
+                 f"efficiency: tasks/s per worker relative to {w['scaling_base_workers']} worker(s); "
                  f"drv ch = chunks the driver computed per step; wait = mean idle of a worker behind the slowest")
     return "\n".join(lines)
 

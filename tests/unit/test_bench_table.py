@@ -11,22 +11,26 @@ def _report(rows: list[dict]) -> dict:
     results = []
     for workers, step_ms, channels in rows:
         results.append({"workers": workers, "tasks_per_s": 25e3 / step_ms, "speedup_vs_reference": 7.0,
+                        "speedup_vs_vmap": 1.25 if workers == 1 else None,
                         "scaling_efficiency": 1.0, "step_ms": step_ms, "step_ms_median": step_ms - 0.05,
                         "overhead_ms_per_step": 0.5, "driver_chunks_per_step": 2.0 / workers,
                         "compiled_channels": channels,
                         "time_split": {"compute_s": 0.0028, "wait_s": 0.0, "communication_s": 0.0001,
                                        "aggregation_s": 0.0002, "specs_s": 0.00025}})
-    return {"workload": workload, "reference_tasks_per_s": 1000.0, "results": results}
+    references = {"loop": {"kind": "per-task loop", "threads": 2, "tasks_per_s": 1000.0},
+                  "vmap": [{"kind": "torch.func vmap", "threads": 1, "tasks_per_s": 6097.6}]}
+    return {"workload": workload, "reference_tasks_per_s": 1000.0, "references": references, "results": results}
 
 
 def test_table_names_the_channels_and_prints_each_row_in_milliseconds():
     table = format_table(_report([(1, 3.28, 0), (2, 2.43, 1)]))
     assert "the driver computes as worker 0, the others are actors; actors reached through compiled channels" in table
+    assert "reference (one process, torch.func vmap, 1 torch thread(s)): 6097.6 tasks/s" in table
     rows = {line.split()[0]: line.split() for line in table.splitlines() if line.split()[:1] in (["1"], ["2"])}
-    # workers, tasks/s, vs ref, efficiency, step ms, median, overhead ms, driver chunks | compute, wait, comm, ...
-    assert rows["1"][:8] == ["1", "7622.0", "7.00x", "1.00", "3.28", "3.23", "0.50", "2.00"]
-    assert rows["2"][4:8] == ["2.43", "2.38", "0.50", "1.00"]
-    assert rows["2"][8:12] == ["|", "2.80", "0.00", "0.10"]
+    # workers, tasks/s, vs ref, vs vmap, efficiency, step ms, median, overhead ms, driver chunks | compute, ...
+    assert rows["1"][:9] == ["1", "7622.0", "7.00x", "1.25x", "1.00", "3.28", "3.23", "0.50", "2.00"]
+    assert rows["2"][3:9] == ["-", "1.00", "2.43", "2.38", "0.50", "1.00"]
+    assert rows["2"][9:13] == ["|", "2.80", "0.00", "0.10"]
     assert "took longer" not in table
 
 
