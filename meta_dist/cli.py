@@ -23,7 +23,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set algorithm.inner_lr=0.4 (repeatable)")
     p.add_argument("--steps", type=int, help="meta-steps to train (overrides the config)")
     p.add_argument("--seed", type=int, help="run seed")
-    p.add_argument("--data", help="task store directory (image tasks)")
+    p.add_argument("--data", help="task store: a directory, or s3://BUCKET/PREFIX / gs://BUCKET/PREFIX (image tasks)")
 
 
 def _add_train_options(p: argparse.ArgumentParser, with_address: bool = True) -> None:
@@ -45,7 +45,7 @@ def _add_eval_parser(sub) -> None:
     """`meta-dist eval`: a run's newest checkpoint on held-out tasks."""
     ev = sub.add_parser("eval", help="evaluate a run's newest checkpoint on held-out tasks")
     ev.add_argument("--run-dir", required=True, help="run directory to evaluate")
-    ev.add_argument("--data", help="task store directory (image tasks)")
+    ev.add_argument("--data", help="task store: a directory, or s3://BUCKET/PREFIX / gs://BUCKET/PREFIX (image tasks)")
     ev.add_argument("--tasks", type=int, help="number of test tasks (episodes)")
     ev.add_argument("--ways", type=int, help="N-way of the test episodes")
     ev.add_argument("--shots", type=int, help="K-shot of the test episodes (support points for regression)")
@@ -73,7 +73,7 @@ def _add_data_parser(sub) -> None:
     """`meta-dist data prepare`: build a task store."""
     from meta_dist.tasks.names import IMAGE_DATASETS
 
-    data = sub.add_parser("data", help="prepare task stores")
+    data = sub.add_parser("data", help="prepare task stores and upload them to cloud storage")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser("prepare", help="build an Arrow task store from a dataset release")
     prep.add_argument("dataset", choices=(*IMAGE_DATASETS, "folder"))
@@ -93,6 +93,9 @@ def _add_data_parser(sub) -> None:
     folder_split.add_argument("--split-file", metavar="FILE",
                               help='folder: class split as JSON {"train": [classes], "val": [...], "test": [...]} '
                                    "or lines class,split")
+    push = data_sub.add_parser("push", help="upload a task store to s3:// or gs:// (then train with --data URI)")
+    push.add_argument("store", help="a local task store directory")
+    push.add_argument("uri", help="s3://BUCKET/PREFIX or gs://BUCKET/PREFIX")
 
 
 def _add_tune_parser(sub) -> None:
@@ -241,8 +244,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from meta_dist.tasks import prepare
+    from meta_dist.tasks import prepare, store
 
+    if args.data_command == "push":
+        store.push_store(args.store, args.uri)
+        print(f"uploaded task store {args.store} to {args.uri}", file=sys.stderr)
+        return 0
     prepare.main(args)
     return 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from meta_dist.config import Config
 from meta_dist.errors import UserError
 from meta_dist.runtime import faults
+from meta_dist.tasks import remote
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
@@ -152,7 +153,7 @@ def code_runtime_env(code_dir: str | None, data_dir: str = "") -> dict:
     if not code_dir:
         return {}
     excludes = list(CODE_EXCLUDES)
-    if data_dir and Path(data_dir).resolve().is_relative_to(Path(code_dir)):
+    if data_dir and not remote.is_remote(data_dir) and Path(data_dir).resolve().is_relative_to(Path(code_dir)):
         excludes.append("/" + Path(data_dir).resolve().relative_to(Path(code_dir)).as_posix())
     return {"working_dir": code_dir, "excludes": excludes}
 

@@ -21,6 +21,7 @@ import torch
 from meta_dist.config import TaskConfig
 from meta_dist.errors import UserError
 from meta_dist.tasks.spec import TaskBatch, TaskFamily, TaskSpec, derive_seed, spec_rng
+from meta_dist.tasks import remote
 from meta_dist.tasks.store import TaskStore, open_store
 
 log = logging.getLogger("meta_dist")
@@ -33,7 +34,7 @@ class EpisodicTasks(TaskFamily):
         self.cfg = cfg
         self.name = cfg.name
         # Absolute: Ray workers that receive the user's code run in its unpacked copy, not here.
-        self.data_dir = str(Path(data_dir).resolve()) if data_dir else ""
+        self.data_dir = (data_dir if remote.is_remote(data_dir) else str(Path(data_dir).resolve())) if data_dir else ""
         self._store: TaskStore | None = None
         self._split_classes: dict[str, list[int]] = {}
 

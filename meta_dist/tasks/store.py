@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from meta_dist.errors import UserError
 from meta_dist.fileio import sha256_file
+from meta_dist.tasks import remote
 
 FORMAT = "meta-dist-task-store"
 FORMAT_VERSION = 1
@@ -116,7 +117,10 @@ def _pixel_view(batch: pa.RecordBatch, shape: tuple[int, int, int]) -> np.ndarra
 
 
 def open_store(path: str | os.PathLike) -> TaskStore:
-    """Open and validate a store directory; every problem is a one-line UserError."""
+    """Open and validate a store directory, or an s3:// / gs:// store through its node-local copy
+    (`meta_dist.tasks.remote`); every problem is a one-line UserError."""
+    if remote.is_remote(path):
+        path = remote.fetch(str(path), (IMAGES, CLASSES), MANIFEST, parse_manifest)
     root = Path(path) if path else None
     if root is None or not root.is_dir():
         raise UserError(f"task store '{path}' does not exist; build one with "
@@ -153,19 +157,28 @@ def open_store(path: str | os.PathLike) -> TaskStore:
 
 def _read_manifest(root: Path) -> dict:
     try:
-        manifest = json.loads((root / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = (root / MANIFEST).read_text()
+    except UnicodeDecodeError as e:
         raise UserError(f"task store '{root}': {MANIFEST} is not valid JSON ({e})") from None
+    return parse_manifest(text, root)
+
+
+def parse_manifest(text: str, where: str | Path) -> dict:
+    """The manifest of the store at `where` from its JSON text, checked for format, version and fields."""
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"task store '{where}': {MANIFEST} is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UserError(f"'{root}' is not a meta-dist task store ({MANIFEST} lacks format '{FORMAT}')")
+        raise UserError(f"'{where}' is not a meta-dist task store ({MANIFEST} lacks format '{FORMAT}')")
     if manifest.get("version") != FORMAT_VERSION:
-        raise UserError(f"task store '{root}' has format version {manifest.get('version')}, this meta-dist "
+        raise UserError(f"task store '{where}' has format version {manifest.get('version')}, this meta-dist "
                         f"reads version {FORMAT_VERSION}; re-run `meta-dist data prepare`")
     needed = ("dataset", "image_shape", "channels", "split", "rotations", "num_images", "num_classes",
               "images_bytes", "images_sha256", "mean", "std")
     absent = [k for k in needed if k not in manifest]
     if absent:
-        raise UserError(f"task store '{root}': {MANIFEST} lacks {', '.join(absent)}; re-run `meta-dist data prepare`")
+        raise UserError(f"task store '{where}': {MANIFEST} lacks {', '.join(absent)}; re-run `meta-dist data prepare`")
     return manifest
 
 
@@ -184,6 +197,17 @@ def _check_classes(root: Path, classes: pa.Table, manifest: dict, num_images: in
 
 def _describe(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
+def push_store(path: str | os.PathLike, uri: str) -> None:
+    """Check a local store in full (sha256 included) and upload it to an s3:// or gs:// URI."""
+    if not remote.is_remote(uri):
+        raise UserError(f"'{uri}' is not a cloud store address; give s3://BUCKET/PREFIX or gs://BUCKET/PREFIX")
+    if remote.is_remote(str(path)):
+        raise UserError(f"push uploads a local store; '{path}' is already remote")
+    open_store(path)
+    verify_checksum(path)
+    remote.push(Path(path), uri, (IMAGES, CLASSES), MANIFEST)
 
 
 def verify_checksum(path: str | os.PathLike) -> None:
