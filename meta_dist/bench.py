@@ -51,6 +51,8 @@ class StepTiming:
     aggregation_s: float
     num_tasks: int
     driver_chunks: int
+    ingress_updates: int
+    ingress_bytes: int
 
 
 def timed_step(backend, family: TaskFamily, cfg: Config, step: int) -> StepTiming:
@@ -61,7 +63,7 @@ def timed_step(backend, family: TaskFamily, cfg: Config, step: int) -> StepTimin
     busy = [o.busy_s.get(i, 0.0) for i in range(backend.num_workers)]
     driver_chunks = sum(r.worker_id == 0 for r in o.results) if backend.local is not None else 0
     return StepTiming(o.step_s, o.specs_s, o.compute_s, o.compute_s - sum(busy) / len(busy), o.aggregate_s,
-                      o.num_tasks, driver_chunks)
+                      o.num_tasks, driver_chunks, *backend.ingress)
 
 
 def measure_runtime(config: Config, num_workers: int, init: dict, components: Components,
@@ -88,7 +90,8 @@ def measure_runtime(config: Config, num_workers: int, init: dict, components: Co
         elapsed = time.perf_counter() - start
     finally:
         backend.shutdown()
-    return {**summarize(num_workers, timings, elapsed), "compiled_channels": channels,
+    nodes = len({info.get("node_id") or "driver" for info in backend.worker_info})
+    return {**summarize(num_workers, timings, elapsed), "compiled_channels": channels, "nodes": nodes,
             "threads_per_worker": cfg.runtime.threads_per_worker}
 
 
@@ -100,6 +103,8 @@ def summarize(num_workers: int, timings: list[StepTiming], elapsed_s: float) -> 
             "steps": len(timings), "step_ms": 1000 * mean["step_s"],
             "step_ms_median": 1000 * float(np.median([t.step_s for t in timings])),
             "driver_chunks_per_step": float(np.mean([t.driver_chunks for t in timings])),
+            "driver_ingress": {"updates_per_step": float(np.mean([t.ingress_updates for t in timings])),
+                               "bytes_per_step": float(np.mean([t.ingress_bytes for t in timings]))},
             "overhead_ms_per_step": 1000 * (mean["step_s"] - mean["compute_s"]),
             "time_split": {"compute_s": mean["compute_s"], "wait_s": mean["wait_s"],
                            "communication_s": communication, "aggregation_s": mean["aggregation_s"],
@@ -170,7 +175,7 @@ def workload_data(config: Config, data_dir: str | None):
         yield str(path), "synthetic"
 
 
-def describe(config: Config, data_label: str, session) -> dict:
+def describe(config: Config, data_label: str, session, num_params: int) -> dict:
     from meta_dist.runtime import placement
 
     a, t, m = config.algorithm, config.task, config.model
@@ -181,7 +186,7 @@ def describe(config: Config, data_label: str, session) -> dict:
     return {"config": config.name, "algorithm": a.name, "first_order": a.first_order or a.name == "fomaml",
             "task": t.name, "ways": t.ways, "shots": t.shots, "num_query": t.num_query,
             "meta_batch_size": a.meta_batch_size, "inner_steps": a.inner_steps, "chunk_size": config.runtime.chunk_size,
-            "threads_per_worker": config.runtime.threads_per_worker, "model": m.name, "data": data_label,
+            "threads_per_worker": config.runtime.threads_per_worker, "model": m.name, "num_params": num_params, "data": data_label,
             "driver_worker": placement.driver_computes(config, session), "compiled_graph": placement.compiled_may_apply(config),
             "reference_threads": torch.get_num_threads(),
             "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
@@ -221,7 +226,7 @@ def run(args: argparse.Namespace) -> dict:
             note(f"{n} worker(s), {args.duration_s:g} s")
             results.append(measure_runtime(config, n, init, components, args.duration_s, session))
         note("done")
-        workload = describe(config, data_label, session)
+        workload = describe(config, data_label, session, sum(v.numel() for v in init.values()))
     return {"workload": {**workload, "duration_s": args.duration_s, "scaling_base_workers": counts[0]},
             "reference_tasks_per_s": references["loop"]["tasks_per_s"], "references": references,
             "results": compare(results, references)}
@@ -304,6 +309,10 @@ def format_table(report: dict) -> str:
     for prev, r in zip(report["results"], report["results"][1:]):
         if r["step_ms"] > prev["step_ms"]:
             lines.append(f"note: a step with {r['workers']} workers took longer than with {prev['workers']}")
+    lines.append("driver ingress per step (updates from actors): " + ", ".join(
+        f"{r['workers']} worker(s) on {r['nodes']} node(s) {r['driver_ingress']['updates_per_step']:.1f} x "
+        f"{r['driver_ingress']['bytes_per_step'] / max(r['driver_ingress']['updates_per_step'], 1) / 1024:.0f} KiB"
+        for r in report["results"]))
     lines.append("vs vmap: against the vmap process on as many threads as the row's workers use in all; "
                  f"efficiency: tasks/s per worker relative to {w['scaling_base_workers']} worker(s); "
                  f"drv ch = chunks the driver computed per step; wait = mean idle of a worker behind the slowest")

@@ -32,11 +32,13 @@ import numpy as np
 from meta_dist.components import Components
 from meta_dist.config import Config
 from meta_dist.errors import ChunkError, UserError
+from meta_dist.runtime.async_calls import AsyncCalls
 from meta_dist.runtime.compiled import CompiledChannel
 from meta_dist.runtime.partition import DriverShare, split_by_weight
 from meta_dist.runtime.placement import RaySession
 from meta_dist.runtime.server import ParameterServer
-from meta_dist.runtime.step_runner import StepRunner, raise_cause
+from meta_dist.runtime.node_fold import NodeFoldStep, Partial, fold, node_order
+from meta_dist.runtime.step_runner import StepRunner
 from meta_dist.runtime.wire import Chunk, ChunkResult
 from meta_dist.runtime.worker import ChunkWorker
 
@@ -61,6 +63,9 @@ class LocalBackend:
 
     def run_chunks(self, handle: Any, chunks: list[Chunk]) -> list[ChunkResult]:
         return self.worker.run_chunks(handle, chunks)
+
+    def run_step(self, handle: Any, chunks: list[Chunk]) -> Partial:
+        return fold(None, self.run_chunks(handle, chunks))
 
     def apply(self, mean_update: np.ndarray, step: int) -> Any:
         self._handle = self.server.apply(mean_update, step)
@@ -95,9 +100,10 @@ class LocalBackend:
 
 
 LOCAL = "driver"  # stands in `RayBackend.workers` for the driver's in-process worker
+FOLD_PAUSE_STEPS = 10  # after a node-by-node step fell back, the next ones run chunk by chunk
 
 
-class RayBackend:
+class RayBackend(AsyncCalls):
     """Worker actors (and the driver as worker 0 where it computes), plus a parameter-server actor in
     async mode. A synchronous step runs in step_runner.py; its recovery policy is ledger.py's."""
 
@@ -155,6 +161,9 @@ class RayBackend:
         self._inflight: dict[Any, tuple[int, list[Chunk], float]] = {}
         self.lost_workers = 0
         self.backup_tasks = 0
+        self.folded_steps = 0  # steps summed node by node
+        self._fold_pause = 0  # steps left before node-by-node summing is tried again after a fallback
+        self.ingress = (0, 0)
 
     # -- workers -----------------------------------------------------------------------------
     def _start_worker(self, ordinal: int):
@@ -187,6 +196,15 @@ class RayBackend:
                                 f"on every node") from None
             raise ChunkError("a worker actor, starting up,", str(e)) from None
         self.worker_info = ([self.local.ping()] if self.local is not None else []) + answers
+        self._placed()
+
+    def _placed(self, index: int | None = None, info: dict | None = None) -> None:
+        """Record where worker `index` now runs (None: all of them, as `worker_info` says), and the
+        order chunks are handed out in: grouped by node, the driver's node first (node_fold.py)."""
+        if index is not None:
+            self.worker_info[index] = info
+        driver_node = self.ray.get_runtime_context().get_node_id()
+        self.order = node_order([i.get("node_id") or driver_node for i in self.worker_info], driver_node)
 
     def _open_channel(self, index: int, info: dict) -> None:
         """A compiled channel to actor `index`, described by its `ping` answer. Channels serve only
@@ -278,7 +296,7 @@ class RayBackend:
         """Contiguous groups of chunks for the live workers, sized by measured throughput; where the
         driver computes, its share comes from `driver_share` and the actors split the rest."""
         self._check_revivals()
-        live = [i for i, ok in enumerate(self.alive) if ok] or list(range(len(self.workers)))
+        live = [i for i in self.order if self.alive[i]] or self.order
         if self.local is not None and len(live) > 1:
             even = round(len(chunks) / len(live))
             share = self.driver_share.choose(len(chunks), even)
@@ -304,17 +322,41 @@ class RayBackend:
             try:
                 info = self.ray.get(ref)
                 self.alive[index] = True
+                self._placed(index, info)  # a restarted actor may run on another node
                 log.warning("worker %d is back", index)
                 self._open_channel(index, info)
             except self.ray.exceptions.RayError:
                 self._revival[self.workers[index].ping.remote()] = index
 
+    def run_step(self, handle: tuple[int, np.ndarray], chunks: list[Chunk]) -> Partial:
+        """One synchronous step's chunks on the live workers, at the (version, flat) parameters `handle`,
+        summed in chunk order: node by node where the workers span nodes (node_fold.py), else here.
+        `ingress` then holds the (updates, bytes) that reached the driver from actors."""
+        if self._fold_pause == 0 and all(self.alive) and self.spans_nodes:
+            started, groups = time.perf_counter(), self._partition(chunks)
+            partial = NodeFoldStep(self, handle, groups).run()
+            if partial is not None:
+                from_actors = any(group and not self.is_local(i) for i, group in groups)
+                self.ingress = (1, getattr(partial.total, "nbytes", 0)) if from_actors else (0, 0)
+                self.folded_steps += 1
+                self._record_share(groups, len(chunks), started)
+                return partial
+            self._fold_pause = FOLD_PAUSE_STEPS
+        self._fold_pause = max(0, self._fold_pause - 1)
+        results = self.run_chunks(handle, chunks)
+        remote = [r for r in results if not (self.local is not None and r.worker_id == 0)]
+        self.ingress = (len(remote), sum(r.update.nbytes for r in remote))
+        return fold(None, results)
+
+    @property
+    def spans_nodes(self) -> bool:
+        return len({info.get("node_id") for info in self.worker_info}) > 1
+
     def run_chunks(self, handle: tuple[int, np.ndarray], chunks: list[Chunk]) -> list[ChunkResult]:
-        """One synchronous step's chunks on the live workers, at the (version, flat) parameters `handle`;
-        results in chunk order. Where the driver computes beside actors, its share's timing is recorded."""
+        """A step's chunks on the live workers, one call per worker, each chunk's result back at the
+        driver, in chunk order, with backups and re-dispatch (step_runner.py)."""
         started = time.perf_counter()
         groups = self._partition(chunks)
-        timed_share = len(groups[0][1]) if self.local is not None and len(groups) > 1 else None
         fast = all(i in self.channels for i, group in groups if group and not self.is_local(i))
         runner = StepRunner(self, handle, chunks)
         for i, group in groups:
@@ -324,50 +366,18 @@ class RayBackend:
         ledger = runner.ledger
         self.lost_workers += ledger.lost_workers
         self.backup_tasks += ledger.backups
-        if timed_share is not None and not ledger.faulted:  # a fault's step says nothing about the share
-            self.driver_share.record(len(chunks), timed_share, time.perf_counter() - started)
+        if not ledger.faulted:  # a fault's step says nothing about the driver's share
+            self._record_share(groups, len(chunks), started)
         return results
+
+    def _record_share(self, groups: list[tuple[int, list[Chunk]]], num_chunks: int, started: float) -> None:
+        """Where the driver computes beside actors, the time a step took with the driver's share."""
+        if self.local is not None and len(groups) > 1:
+            self.driver_share.record(num_chunks, len(groups[0][1]), time.perf_counter() - started)
 
     def is_local(self, index: int) -> bool:
         """Whether worker `index` is the driver's own, in-process worker."""
         return self.workers[index] is LOCAL
-
-    # -- asynchronous-mode primitives: one outstanding call per worker, results as they come ------
-    def live_workers(self) -> list[int]:
-        self._check_revivals()
-        busy = {index for index, _, _ in self._inflight.values()}
-        return [i for i, ok in enumerate(self.alive) if ok and i not in busy]
-
-    def dispatch(self, index: int, handle: Any, chunks: list[Chunk]) -> None:
-        self._inflight[self.workers[index].run_chunks.remote(handle, chunks)] = (index, chunks, time.monotonic())
-
-    def next_done(self, timeout_s: float) -> tuple[int, list[Chunk], list[ChunkResult] | None] | None:
-        """The next finished call: (worker, chunks, results), results None if the worker was lost
-        or the call outlived chunk_timeout_s (its chunks are then the caller's to re-queue)."""
-        if not self._inflight:
-            return None
-        ready, _ = self.ray.wait(list(self._inflight), num_returns=1, timeout=timeout_s)
-        if not ready:
-            now = time.monotonic()
-            for ref, (index, chunks, started) in list(self._inflight.items()):
-                if now - started > self.config.runtime.chunk_timeout_s:
-                    del self._inflight[ref]  # its late result, if any, is dropped with the ref
-                    log.warning("chunk(s) %s on worker %d exceeded %g s; re-queued", [c.key for c in chunks],
-                                index, self.config.runtime.chunk_timeout_s)
-                    self.mark_lost(index)
-                    return index, chunks, None
-            return None
-        index, chunks, started = self._inflight.pop(ready[0])
-        try:
-            return index, chunks, self.ray.get(ready[0])
-        except self.ray.exceptions.RayTaskError as e:
-            raise_cause(e)
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError,
-                self.ray.exceptions.ObjectLostError) as e:
-            self.lost_workers += 1
-            self.mark_lost(index)
-            log.warning("worker %d lost (%s); re-queueing %d chunk(s)", index, type(e).__name__, len(chunks))
-            return index, chunks, None
 
     def get_all(self, refs: list) -> list:
         """Values of `refs` in one call; None for each if any failed (then fetched one by one)."""

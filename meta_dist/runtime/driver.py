@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from meta_dist import checkpoint, config as config_mod
@@ -32,6 +31,7 @@ from meta_dist.progress import StepProgress
 from meta_dist.references import reference_for
 from meta_dist.runtime.faults import FaultPlan
 from meta_dist.runtime.ledger import StaleSyncLedger
+from meta_dist.runtime.node_fold import Partial, finish, fold
 from meta_dist.runtime.wire import Chunk, ChunkResult
 from meta_dist.tasks.spec import derive_seed
 from meta_dist.tracking import Trackers, check_available
@@ -42,22 +42,6 @@ log = logging.getLogger("meta_dist")
 def make_chunks(config: Config, step: int, specs: list) -> list[Chunk]:
     size = config.runtime.chunk_size
     return [Chunk(step, i, tuple(specs[s: s + size])) for i, s in enumerate(range(0, len(specs), size))]
-
-
-def aggregate(results: list[ChunkResult]) -> tuple[np.ndarray | None, int, dict[str, float], int]:
-    """Sum of the finite chunk updates in chunk order, their task count, summed metrics, bad chunks."""
-    total, num_tasks, metrics, bad = None, 0, {}, 0
-    for r in sorted(results, key=lambda r: r.key):
-        if not r.ok:
-            bad += 1
-            continue
-        total = r.update.astype(np.float32, copy=True) if total is None else total + r.update
-        num_tasks += r.num_tasks
-        for k, v in r.metrics.items():
-            metrics[k] = metrics.get(k, 0.0) + v
-    if total is not None and not np.isfinite(total).all():  # finite chunks can still overflow in sum
-        return None, 0, {}, len(results)
-    return total, num_tasks, metrics, bad
 
 
 @dataclass
@@ -88,14 +72,14 @@ class StepOutcome:
         return max(self.busy_s.values(), default=0.0)
 
 
-def commit(backend, results: list[ChunkResult], step: int, t0: float, t_specs: float) -> StepOutcome:
-    """Sum the finite chunk updates in chunk order and apply their mean through the server."""
+def commit(backend, partial: Partial, step: int, t0: float, t_specs: float) -> StepOutcome:
+    """Apply the mean of the step's chunk-order sum (`partial`, node_fold.py) through the server."""
     t1 = time.perf_counter()
-    total, num_tasks, sums, bad_chunks = aggregate(results)
+    total, num_tasks, sums, bad_chunks = finish(partial)
     if total is not None:
         backend.apply(total / num_tasks, step)
     t2 = time.perf_counter()
-    return StepOutcome(step, results, num_tasks, sums, bad_chunks, total is not None,
+    return StepOutcome(step, list(partial.results), num_tasks, sums, bad_chunks, total is not None,
                        t_specs - t0, t1 - t_specs, t2 - t1, t2 - t0)
 
 
@@ -104,8 +88,8 @@ def sync_step(backend, family, config: Config, step: int) -> StepOutcome:
     t0 = time.perf_counter()
     specs = family.specs(config.seed, "train", step, config.algorithm.meta_batch_size)
     t_specs = time.perf_counter()
-    results = backend.run_chunks(backend.params_handle(), make_chunks(config, step, specs))
-    return commit(backend, results, step, t0, t_specs)
+    partial = backend.run_step(backend.params_handle(), make_chunks(config, step, specs))
+    return commit(backend, partial, step, t0, t_specs)
 
 
 class Trainer:
@@ -274,7 +258,7 @@ class Trainer:
             if ssp.ready:
                 step += 1
                 accepted, stale, staleness_mean = ssp.take(backend.version)  # before the commit bumps it
-                row = self._record(commit(backend, accepted, step, t0, t0))
+                row = self._record(commit(backend, fold(None, accepted), step, t0, t0))
                 row["stale_rejected"], row["staleness_mean"] = stale, staleness_mean
                 t0 = time.perf_counter()
                 yield step, row

@@ -27,6 +27,7 @@ from meta_dist.errors import ChunkError, UserError
 from meta_dist.evaluation import EvalSettings, eval_curves
 from meta_dist.params import ParamLayout
 from meta_dist.runtime.faults import FaultPlan
+from meta_dist.runtime.node_fold import Partial, fold
 from meta_dist.runtime.wire import Chunk, ChunkResult
 from meta_dist.tasks.spec import TaskSpec, derive_seed
 
@@ -86,6 +87,10 @@ class ChunkWorker:
     def run_chunks(self, params: tuple[int, np.ndarray | torch.Tensor], chunks: list[Chunk]) -> list[ChunkResult]:
         return [self._guarded(f"computing chunk {chunk.chunk_id} of step {chunk.step}", self.run_chunk, params, chunk)
                 for chunk in chunks]
+
+    def fold_results(self, prefix: Partial | None, *result_lists: list[ChunkResult]) -> Partial:
+        """This node's chunk results folded onto the previous nodes' partial sum (node_fold.py)."""
+        return fold(prefix, [r for results in result_lists for r in results])
 
     def eval_chunk(self, flat: np.ndarray, specs: list[TaskSpec], settings: EvalSettings) -> np.ndarray:
         """One chunk of evaluation episodes at the flat parameters `flat`: their curves [tasks, S]."""

@@ -38,6 +38,10 @@ def check_report(report: dict, workers: list[int]) -> None:
         assert r["step_ms_median"] > 0 and r["compiled_channels"] in range(r["workers"])
         chunks = -(-w["meta_batch_size"] // w["chunk_size"])
         assert 0 <= r["driver_chunks_per_step"] <= (chunks if w["driver_worker"] else 0)
+        # Every chunk an actor computed reaches the driver as one update of the model's size.
+        ingress = r["driver_ingress"]
+        assert ingress["updates_per_step"] == pytest.approx(chunks - r["driver_chunks_per_step"]) and r["nodes"] == 1
+        assert ingress["bytes_per_step"] == pytest.approx(ingress["updates_per_step"] * 4 * w["num_params"])
     assert report["results"][0]["scaling_efficiency"] == pytest.approx(1.0)
 
 

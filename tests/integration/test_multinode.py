@@ -1,9 +1,13 @@
 """A 3-node Ray cluster on one machine (ray.cluster_utils.Cluster, every node on 127.0.0.1):
-workers spread over every node, and losing a node mid-run costs nothing but time."""
+workers spread over every node, each step summed node by node into one update for the driver, and
+losing a worker or a node mid-run costs nothing but time."""
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
 from meta_dist.runtime.driver import Trainer
+from tests.conftest import cli
 from tests.helpers.runs import final_digest, small_config, train
 
 pytestmark = pytest.mark.integration
@@ -25,6 +29,33 @@ def cluster():
     c.shutdown()
 
 
+def test_node_by_node_sums_equal_the_one_process_run_through_a_kill_and_a_nan_chunk(tmp_path, cluster, faults):
+    # A NaN chunk on the node-by-node path is dropped as anywhere; a killed worker sends its step down
+    # the chunk-by-chunk path, which re-dispatches the lost chunks.
+    faults({"kind": "nan", "step": 2, "chunk": 1}, {"kind": "kill", "worker": 2, "step": 3})
+    reference_dir = tmp_path / "ref"
+    train(reference_dir, "runtime.backend=local")
+    trainer = Trainer(small_config("runtime.backend=ray", "runtime.num_workers=3", "runtime.chunk_timeout_s=20"),
+                      tmp_path / "run")
+    trainer.run()
+    assert trainer.backend.folded_steps == 2 and trainer.backend.lost_workers >= 1
+    assert final_digest(tmp_path / "run") == final_digest(reference_dir)
+    bad = pq.read_table(tmp_path / "run" / "metrics.parquet").column("bad_chunks").to_pylist()
+    assert bad[1] == 1 and sum(bad) == 1
+
+
+def test_the_driver_receives_one_update_per_step_from_three_nodes(cluster):
+    c, _ = cluster
+    done = cli("bench", "--config", "sinusoid_maml", "--address", c.address, "--workers", "3", "--duration-s", "3",
+               "--set", "runtime.chunk_size=3", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    (row,) = report["results"]
+    assert row["nodes"] == 3 and row["driver_ingress"]["updates_per_step"] == 1.0  # not one per chunk (9)
+    assert row["driver_ingress"]["bytes_per_step"] == 4 * report["workload"]["num_params"]
+
+
+# Last: it removes a node from the module's cluster.
 def test_workers_land_on_every_node_and_survive_a_node_loss(tmp_path, cluster):
     c, nodes = cluster
     reference_dir = tmp_path / "ref"
@@ -41,5 +72,6 @@ def test_workers_land_on_every_node_and_survive_a_node_loss(tmp_path, cluster):
     assert len(node_ids) == 3, "SPREAD placement should put one worker on each node"
     assert not trainer.backend.compiled  # compiled channels serve only actors on the driver's node
     assert trainer.backend.lost_workers >= 1
+    assert trainer.backend.folded_steps == 4  # then the lost node's step fell back, and the next ten
     assert pq.read_table(tmp_path / "run" / "metrics.parquet").column("step").to_pylist() == list(range(1, 13))
     assert final_digest(tmp_path / "run") == final_digest(reference_dir)

@@ -14,7 +14,8 @@ def _report(rows: list[dict]) -> dict:
                         "speedup_vs_vmap": 1.25 if workers == 1 else None,
                         "scaling_efficiency": 1.0, "step_ms": step_ms, "step_ms_median": step_ms - 0.05,
                         "overhead_ms_per_step": 0.5, "driver_chunks_per_step": 2.0 / workers,
-                        "compiled_channels": channels,
+                        "compiled_channels": channels, "nodes": 1,
+                        "driver_ingress": {"updates_per_step": workers - 1.0, "bytes_per_step": 6884.0 * (workers - 1)},
                         "time_split": {"compute_s": 0.0028, "wait_s": 0.0, "communication_s": 0.0001,
                                        "aggregation_s": 0.0002, "specs_s": 0.00025}})
     references = {"loop": {"kind": "per-task loop", "threads": 2, "tasks_per_s": 1000.0},
@@ -32,6 +33,8 @@ def test_table_names_the_channels_and_prints_each_row_in_milliseconds():
     assert rows["2"][3:9] == ["-", "1.00", "2.43", "2.38", "0.50", "1.00"]
     assert rows["2"][9:13] == ["|", "2.80", "0.00", "0.10"]
     assert "took longer" not in table
+    assert "driver ingress per step (updates from actors): 1 worker(s) on 1 node(s) 0.0 x 0 KiB, " \
+           "2 worker(s) on 1 node(s) 1.0 x 7 KiB" in table
 
 
 def test_table_says_ordinary_calls_and_flags_a_slower_step():

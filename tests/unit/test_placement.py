@@ -99,6 +99,7 @@ def _backend_with(weights, alive=None):
     backend.driver_share = DriverShare()
     backend.weights = list(weights)
     backend.alive = alive or [True] * len(weights)
+    backend.order = list(range(len(weights)))
     backend._revival = {}
     return backend
 
