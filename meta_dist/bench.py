@@ -70,7 +70,7 @@ def measure_runtime(config: Config, num_workers: int, init: dict, components: Co
                     duration_s: float, session) -> dict:
     from meta_dist.runtime.backend import RayBackend
 
-    cfg = config_mod.with_overrides(config, runtime={"num_workers": num_workers})
+    cfg = config_mod.with_overrides(config, runtime={"num_workers": num_workers, **gpu_workers(config, num_workers)})
     family = components.family
     backend = RayBackend(cfg, init, components, session)
     # Steady state only: where the driver computes beside actors, its share is settled by timing steps.
@@ -125,8 +125,28 @@ def parse_workers(text: str) -> list[int]:
     return sorted(set(counts))
 
 
+def gpu_workers(config: Config, num_workers: int) -> dict:
+    """On a GPU bench, every worker a GPU actor, the cluster's GPUs shared evenly between them."""
+    if not config.runtime.num_gpu_workers:
+        return {}
+    from meta_dist.runtime import placement
+
+    gpus = placement.cluster_resources().get("GPU", 0.0)
+    if gpus <= 0:
+        raise UserError("--device cuda: the Ray cluster has no GPU; run on a machine (or cluster) with one")
+    return {"num_gpu_workers": num_workers, "num_gpus_per_worker": min(1.0, gpus / num_workers)}
+
+
 def bench_config(args: argparse.Namespace) -> Config:
     defaults = ["runtime.backend=ray", "runtime.mode=sync", "runtime.threads_per_worker=1"]
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda needs a CUDA GPU and a CUDA build of torch; torch.cuda.is_available() "
+                            "is False here (drop --device for the CPU bench)")
+        # GPU actors only: the driver never computes, and each count gets its own share of the GPUs.
+        defaults += ["runtime.driver_worker=false", "runtime.num_gpu_workers=1", "runtime.num_gpus_per_worker=1"]
     address = [f"runtime.address={args.address}"] if args.address else []
     config = config_mod.validate(config_mod.load(args.config, defaults + list(args.set) + address))
     if config.runtime.backend != "ray" or config.runtime.mode != "sync":
@@ -188,7 +208,7 @@ def describe(config: Config, data_label: str, session, num_params: int) -> dict:
             "meta_batch_size": a.meta_batch_size, "inner_steps": a.inner_steps, "chunk_size": config.runtime.chunk_size,
             "threads_per_worker": config.runtime.threads_per_worker, "model": m.name, "num_params": num_params, "data": data_label,
             "driver_worker": placement.driver_computes(config, session), "compiled_graph": placement.compiled_may_apply(config),
-            "reference_threads": torch.get_num_threads(),
+            "reference_threads": torch.get_num_threads(), "device": "cuda" if config.runtime.num_gpu_workers else "cpu",
             "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
                          "ray": importlib.metadata.version("ray"), "python": platform.python_version()}}
 
@@ -234,8 +254,13 @@ def run(args: argparse.Namespace) -> dict:
 
 def measure_references(config: Config, counts: list[int], workload: tuple, duration_s: float) -> dict:
     """The per-task loop on torch's default threads, and the vmap program on each worker count's
-    total threads (up to this machine's cores) and on the default; each from the same start."""
+    total threads (up to this machine's cores) and on the default; each from the same start. On a GPU
+    bench, both programs once, on the first GPU."""
     default = torch.get_num_threads()
+    if config.runtime.num_gpu_workers:
+        note(f"per-task loop and torch.func vmap on cuda, {duration_s:g} s each")
+        return {"loop": measure(PerTaskLoop(config, *workload, device="cuda"), duration_s, default),
+                "vmap": [measure(VmapLoop(config, *workload, device="cuda"), duration_s, default)]}
     per_worker = config.runtime.threads_per_worker
     vmap_threads = sorted({default} | {n * per_worker for n in counts if n * per_worker <= (os.cpu_count() or 1)})
     note(f"per-task loop ({default} torch threads), {duration_s:g} s")
@@ -252,8 +277,9 @@ def compare(results: list[dict], references: dict) -> list[dict]:
     (None where none ran), and its tasks/s per worker relative to the first row."""
     base = results[0]["tasks_per_s"] / results[0]["workers"]
     vmap = {v["threads"]: v["tasks_per_s"] for v in references["vmap"]}
+    on_gpu = references["loop"]["device"] == "cuda"
     for r in results:
-        same_threads = vmap.get(r["workers"] * r["threads_per_worker"])
+        same_threads = references["vmap"][0]["tasks_per_s"] if on_gpu else vmap.get(r["workers"] * r["threads_per_worker"])
         r["speedup_vs_reference"] = r["tasks_per_s"] / references["loop"]["tasks_per_s"]
         r["speedup_vs_vmap"] = r["tasks_per_s"] / same_threads if same_threads else None
         r["scaling_efficiency"] = r["tasks_per_s"] / (r["workers"] * base)
@@ -276,6 +302,11 @@ def _ray(config: Config, counts: list[int]):
             placement.shutdown_ray()
 
 
+def reference_line(ref: dict) -> str:
+    where = "on the GPU" if ref["device"] == "cuda" else f"{ref['threads']} torch thread{'s' * (ref['threads'] > 1)}"
+    return f"reference (one process, {ref['kind']}, {where}): {ref['tasks_per_s']:.1f} tasks/s"
+
+
 def format_table(report: dict) -> str:
     w = report["workload"]
     hw = w["hardware"]
@@ -290,10 +321,7 @@ def format_table(report: dict) -> str:
                             else "all actors (runtime.driver_worker off, or not applicable)")
              + ("; actors reached through compiled channels" if any(r["compiled_channels"] for r in report["results"])
                 else "; ordinary actor calls"),
-             f"reference (one process, per-task loop, {w['reference_threads']} torch threads): "
-             f"{report['reference_tasks_per_s']:.1f} tasks/s",
-             *(f"reference (one process, torch.func vmap, {v['threads']} torch thread(s)): {v['tasks_per_s']:.1f} tasks/s"
-               for v in report["references"]["vmap"]),
+             *(reference_line(v) for v in [report["references"]["loop"], *report["references"]["vmap"]]),
              "",
              f"{'workers':>7} {'tasks/s':>8} {'vs ref':>7} {'vs vmap':>7} {'effic.':>7} {'step ms':>8} {'median':>7} "
              f"{'overhd ms':>9} {'drv ch':>6} | {'compute':>8} {'wait':>6} {'comm':>6} {'aggr':>6} {'specs':>6} "

@@ -12,6 +12,7 @@ runtime (the tasks of step s derive from (seed, s); spec derivation and material
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 
 import torch
@@ -29,11 +30,13 @@ class PerTaskLoop:
 
     kind = "per-task loop"
 
-    def __init__(self, config: Config, family: TaskFamily, model: torch.nn.Module, init: dict[str, torch.Tensor]):
-        self.config, self.family, self.model = config, family, model
+    def __init__(self, config: Config, family: TaskFamily, model: torch.nn.Module, init: dict[str, torch.Tensor],
+                 device: str = "cpu"):
+        self.config, self.family, self.device = config, family, torch.device(device)
+        self.model = model if self.device.type == "cpu" else copy.deepcopy(model).to(self.device)
         self.cfg = config.algorithm
         self.first_order = self.cfg.first_order or self.cfg.name == "fomaml"
-        self.params = {k: v.detach().clone().requires_grad_() for k, v in init.items()}
+        self.params = {k: v.detach().to(self.device, copy=True).requires_grad_() for k, v in init.items()}
         self.optimizer = torch.optim.Adam(self.params.values(), lr=self.cfg.meta_lr)
 
     def loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -60,7 +63,7 @@ class PerTaskLoop:
     def step(self, step: int) -> int:
         """One meta-step on the tasks of `step`; returns the number of tasks."""
         specs = self.family.specs(self.config.seed, "train", step, self.cfg.meta_batch_size)
-        grads = self.meta_gradient(self.family.materialize(specs))
+        grads = self.meta_gradient(self.family.materialize(specs).to(self.device))
         for g in grads.values():
             g.div_(len(specs))
         self.optimizer.step()
@@ -98,12 +101,17 @@ def torch_threads(threads: int):
 
 
 def measure(loop: PerTaskLoop, duration_s: float, threads: int) -> dict:
-    """Tasks/s of `loop` on `threads` torch threads over `duration_s` after a warm-up."""
+    """Tasks/s of `loop` on `threads` torch threads over `duration_s` after a warm-up (on a GPU, up to
+    the end of the last step's kernels)."""
+    sync = torch.cuda.synchronize if loop.device.type == "cuda" else (lambda: None)
     with torch_threads(threads):
         for step in range(1, WARMUP_STEPS + 1):
             loop.step(step)
+        sync()
         num_tasks, step, start = 0, WARMUP_STEPS, time.perf_counter()
         while time.perf_counter() - start < duration_s:
             step += 1
             num_tasks += loop.step(step)
-        return {"kind": loop.kind, "threads": threads, "tasks_per_s": num_tasks / (time.perf_counter() - start)}
+        sync()
+        return {"kind": loop.kind, "threads": threads, "device": loop.device.type,
+                "tasks_per_s": num_tasks / (time.perf_counter() - start)}

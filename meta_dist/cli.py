@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="task store directory (image workloads); default: synthetic inputs")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     bench.add_argument("--address", help="Ray cluster address to join")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="cuda: GPU worker actors sharing the GPUs evenly, against both loops on one GPU")
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     submit = sub.add_parser("submit", help="submit a training run as a Ray job")

@@ -76,6 +76,14 @@ def test_bad_worker_counts_are_one_line_user_errors(value, capsys):
     assert len(err.strip().splitlines()) == 1 and err.startswith("meta-dist: error: --workers"), err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error of a machine without a GPU")
+def test_a_gpu_bench_without_a_gpu_is_a_one_line_user_error(capsys):
+    code = cli_mod.main(["bench", "--config", "omniglot_maml", "--device", "cuda", "--duration-s", "1"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith("meta-dist: error: --device cuda needs a CUDA GPU"), err
+
+
 @pytest.mark.parametrize("name", ["sinusoid_maml", "omniglot_maml"])
 @pytest.mark.parametrize("first_order", [False, True])
 def test_reference_meta_gradient_equals_the_runtime_chunk_update(name, first_order, tmp_path):

@@ -18,15 +18,16 @@ def _report(rows: list[dict]) -> dict:
                         "driver_ingress": {"updates_per_step": workers - 1.0, "bytes_per_step": 6884.0 * (workers - 1)},
                         "time_split": {"compute_s": 0.0028, "wait_s": 0.0, "communication_s": 0.0001,
                                        "aggregation_s": 0.0002, "specs_s": 0.00025}})
-    references = {"loop": {"kind": "per-task loop", "threads": 2, "tasks_per_s": 1000.0},
-                  "vmap": [{"kind": "torch.func vmap", "threads": 1, "tasks_per_s": 6097.6}]}
+    references = {"loop": {"kind": "per-task loop", "threads": 2, "device": "cpu", "tasks_per_s": 1000.0},
+                  "vmap": [{"kind": "torch.func vmap", "threads": 1, "device": "cpu", "tasks_per_s": 6097.6}]}
     return {"workload": workload, "reference_tasks_per_s": 1000.0, "references": references, "results": results}
 
 
 def test_table_names_the_channels_and_prints_each_row_in_milliseconds():
     table = format_table(_report([(1, 3.28, 0), (2, 2.43, 1)]))
     assert "the driver computes as worker 0, the others are actors; actors reached through compiled channels" in table
-    assert "reference (one process, torch.func vmap, 1 torch thread(s)): 6097.6 tasks/s" in table
+    assert "reference (one process, per-task loop, 2 torch threads): 1000.0 tasks/s" in table
+    assert "reference (one process, torch.func vmap, 1 torch thread): 6097.6 tasks/s" in table
     rows = {line.split()[0]: line.split() for line in table.splitlines() if line.split()[:1] in (["1"], ["2"])}
     # workers, tasks/s, vs ref, vs vmap, efficiency, step ms, median, overhead ms, driver chunks | compute, ...
     assert rows["1"][:9] == ["1", "7622.0", "7.00x", "1.25x", "1.00", "3.28", "3.23", "0.50", "2.00"]
