@@ -37,9 +37,10 @@ def test_both_loggers_hold_every_step_once_after_a_killed_driver_resumes(tmp_pat
     run_dir = tmp_path / "run"
     faults({"kind": "kill_driver", "step": 10})
     env = {"MLFLOW_TRACKING_URI": uri}
-    killed = cli("train", *FAST, "--tensorboard", "--mlflow", "--run-dir", str(run_dir), env=env)
+    # With a database store MLflow puts artifacts under ./mlruns: run where that is the test's own.
+    killed = cli("train", *FAST, "--tensorboard", "--mlflow", "--run-dir", str(run_dir), env=env, cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr
-    resumed = cli("train", "--resume", "--run-dir", str(run_dir), env=env)
+    resumed = cli("train", "--resume", "--run-dir", str(run_dir), env=env, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from step_00000008" in resumed.stderr
 
@@ -72,6 +73,7 @@ def test_a_resumed_mlflow_run_is_sent_only_the_steps_it_lacks(tmp_path, monkeypa
     """The driver died after sending steps past its checkpoint: their re-run values are not sent again."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
     config = C.load(None, ["logging.mlflow=true"])
     rows = [{"step": s, "meta_loss": 1.0 / s, "wall_time": 1e9 + s, "num_tasks": 25} for s in range(1, 13)]
     first = MLflowLog(tmp_path, config, "run0")
@@ -90,6 +92,7 @@ def test_a_resumed_mlflow_run_is_sent_only_the_steps_it_lacks(tmp_path, monkeypa
 
 def test_a_resumed_run_whose_mlflow_store_is_gone_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a.db'}")
+    monkeypatch.chdir(tmp_path)
     config = C.load(None, ["logging.mlflow=true"])
     MLflowLog(tmp_path, config, "run0").close("FINISHED")
     saved = json.loads((tmp_path / "mlflow.json").read_text())
