@@ -19,9 +19,9 @@ import torch
 from meta_dist import algorithms, models, registry, tasks
 from meta_dist.config import Config
 from meta_dist.errors import UserError
-from meta_dist.tasks.spec import TaskBatch, TaskFamily
+from meta_dist.tasks.spec import RL_METRICS, TaskBatch, TaskFamily
 
-METRICS = ("accuracy", "mse", "return")
+METRICS = ("accuracy", "mse", *RL_METRICS)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def check_components(config: Config, components: Components) -> None:
         raise UserError(f"task {label!r}: its specs cannot be pickled ({e}); keep them to numbers, strings and "
                         f"tuples (meta_dist.TaskSpec)") from None
     algorithm = components.algorithm(config)
-    if family.metric != "return":
+    if family.metric not in RL_METRICS:
         _check_batch(family, family.materialize(first), label)
         _check_output(algorithm, family, family.materialize(first[:1]), components.model.label)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 class TaskConfig:
     name: str = "sinusoid"
     """Task family: a built-in name (sinusoid | images | omniglot | miniimagenet | cifarfs | navigation2d |
-    bandits | cheetah_vel | cheetah_dir), a plug-in's entry-point name, or an import path
-    "module.path:attr" naming a `meta_dist.TaskFamily` subclass (or a function returning one)."""
+    bandits | cheetah_vel | cheetah_dir | metaworld_ml1 | metaworld_ml10 | metaworld_ml45), a plug-in's
+    entry-point name, or an import path "module.path:attr" naming a `meta_dist.TaskFamily` subclass (or a function returning one)."""
     kwargs: dict = field(default_factory=dict)
     """Constructor arguments of an imported task family: `attr(**kwargs)`."""
     ways: int = 5
@@ -39,6 +39,9 @@ class TaskConfig:
     """Sinusoid input range lower bound."""
     x_max: float = 5.0
     """Sinusoid input range upper bound."""
+    env: str = "reach-v3"
+    """Meta-World ML1: the environment whose goals are the tasks (any of the 50 v3 names, e.g. reach-v3,
+    push-v3, pick-place-v3)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,9 @@ class EvalConfig:
     """Batch norm uses support+query statistics (transductive) instead of support-only statistics."""
     split: str = "test"
     """Split to evaluate on: test | val."""
+    train_tasks: int = 0
+    """Also evaluate on this many training tasks, reported separately under `train_split` in eval.json (the
+    meta-train figure of Meta-World's tables); 0 = only the held-out split."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,11 @@ class RLConfig:
     """RL^2: trials sampled per task per meta-step (each trial is one fresh run of the recurrent policy)."""
     init_log_std: float = 0.0
     """Gaussian policies: initial state-independent log standard deviation (0 = std 1, as rllab)."""
+    reward_scale: float = 1.0
+    """RL^2: rewards are divided by this in the policy's input and in the loss (Meta-World: 10, its
+    per-step maximum)."""
+    normalize_advantage: bool = False
+    """RL^2: normalize each task's advantages to zero mean and unit variance, as PPO implementations do."""
     num_arms: int = 5
     """Bandits: arms k, success probabilities p_i ~ U[0, 1]."""
     num_pulls: int = 10
@@ -247,11 +258,11 @@ POSITIVE = ("steps", "task.ways", "task.shots", "task.num_query", "algorithm.inn
             "algorithm.meta_batch_size", "runtime.threads_per_worker", "runtime.chunk_size",
             "checkpoint.every", "checkpoint.keep", "eval.num_tasks", "eval.num_query",
             "rl.horizon", "rl.num_episodes", "runtime.max_bad_steps", "rl.num_trials", "rl.num_arms",
-            "rl.num_pulls")
+            "rl.num_pulls", "rl.reward_scale")
 NON_NEGATIVE = ("seed", "time_budget_s", "runtime.num_workers", "runtime.num_gpus_per_worker",
                 "runtime.num_gpu_workers", "runtime.staleness", "algorithm.inner_lr", "algorithm.meta_lr",
                 "algorithm.inner_batch_size", "algorithm.meta_lr_decay_every", "eval.inner_steps",
-                "eval.max_inner_steps", "eval.ways", "eval.shots", "eval.query_per_class", "eval.inner_lr",
+                "eval.max_inner_steps", "eval.ways", "eval.shots", "eval.query_per_class", "eval.inner_lr", "eval.train_tasks",
                 "runtime.chunk_timeout_s", "runtime.placement_timeout_s", "runtime.stall_timeout_s", "rl.entropy_coef", "rl.value_coef")
 
 

@@ -55,6 +55,8 @@ class MetaAlgorithm(ABC):
     """The network ends in a task-sized output layer (so test episodes must have the training ways)."""
     output_dim: int | None = None
     """What the network is built to output: None = the family's output_dim; 0 = an embedding."""
+    curve_axis = "inner_steps"
+    """What the evaluation curve runs over: adaptation steps, or (RL^2) the episodes of a trial."""
 
     # -- construction -------------------------------------------------------------------------
     def build_model(self, seed: int | None = None) -> nn.Module:

@@ -74,8 +74,10 @@ def build_gaussian_policy(input_shape, output_dim, hidden_sizes=(100, 100), acti
     return GaussianMLPPolicy(input_shape[0], output_dim, tuple(hidden_sizes), activation, init_log_std)
 
 
-def build_gru_policy(input_shape, output_dim, hidden_size=128):
-    from meta_dist.models.policies import GRUPolicy
+def build_gru_policy(input_shape, output_dim, hidden_size=128, gaussian=False, init_log_std=0.0):
+    from meta_dist.models.policies import GaussianGRUPolicy, GRUPolicy
+    if gaussian:
+        return GaussianGRUPolicy(input_shape[0], output_dim, hidden_size, init_log_std)
     return GRUPolicy(input_shape[0], output_dim, hidden_size)
 
 
@@ -94,10 +96,10 @@ def _builtin(config: Config, family: TaskFamily) -> ModelFactory:
                             f"(use model.name=policy_gru)")
         return ModelFactory(build_gaussian_policy, {"hidden_sizes": tuple(m.hidden_sizes), "activation": m.activation,
                                               "init_log_std": config.rl.init_log_std}, m.name)
-    if not discrete:
-        raise UserError(f"model policy_gru has a categorical head; task '{family.name}' has continuous actions "
-                        f"(use model.name=policy_mlp)")
-    return ModelFactory(build_gru_policy, {"hidden_size": int(m.hidden_sizes[0]) if m.hidden_sizes else 128}, m.name)
+    kwargs = {"hidden_size": int(m.hidden_sizes[0]) if m.hidden_sizes else 128}
+    if not discrete:  # a Gaussian head for continuous actions
+        kwargs.update(gaussian=True, init_log_std=config.rl.init_log_std)
+    return ModelFactory(build_gru_policy, kwargs, m.name)
 
 
 def factory(config: Config, family: TaskFamily) -> ModelFactory:

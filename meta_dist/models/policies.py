@@ -1,9 +1,11 @@
-"""Policies for meta-RL: a Gaussian MLP (MAML-RL) and a GRU actor-critic (RL^2).
+"""Policies for meta-RL: a Gaussian MLP (MAML-RL) and GRU actor-critics (RL^2).
 
 `GaussianMLPPolicy` follows Finn et al. 2017: 2 x 100 ReLU hidden layers, a linear mean head and a
 state-independent log standard deviation, all of it adapted by the inner policy-gradient step.
 `GRUPolicy` follows Duan et al. 2016: a GRU over the whole trial (its hidden state is carried
 across episode boundaries), a categorical action head and a value head for the critic.
+`GaussianGRUPolicy` is its continuous-action form (a mean head and a state-independent log standard
+deviation), on torch's fused GRU so that a trial of thousands of steps is one call.
 
 Both are plain nn.Modules; the algorithms run them functionally on per-task parameters, so each
 offers a `forward_tasks(stacked, obs)` that takes parameters with a leading task dimension (MAML)
@@ -14,8 +16,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from meta_dist.config import Config
-from meta_dist.errors import UserError
 from meta_dist.models.mlp import MLP
 
 
@@ -61,15 +61,23 @@ class GRUPolicy(nn.Module):
         return torch.stack(logits, 1), torch.stack(values, 1), h
 
 
-def build_policy(config: Config, family) -> nn.Module:
-    m = config.model
-    if m.name == "policy_mlp":
-        if getattr(family, "discrete", False):
-            raise UserError(f"model policy_mlp is a Gaussian policy; task '{family.name}' has discrete actions "
-                             f"(use model.name=policy_gru)")
-        return GaussianMLPPolicy(family.obs_dim, family.action_dim, tuple(m.hidden_sizes), m.activation,
-                                 config.rl.init_log_std)
-    if not getattr(family, "discrete", False):
-        raise UserError(f"model policy_gru has a categorical head; task '{family.name}' has continuous actions "
-                         f"(use model.name=policy_mlp)")
-    return GRUPolicy(family.obs_dim, family.action_dim, int(m.hidden_sizes[0]) if m.hidden_sizes else 128)
+class GaussianGRUPolicy(nn.Module):
+    """GRU actor-critic with a diagonal Gaussian action head, for RL^2 on continuous-action tasks."""
+
+    def __init__(self, input_dim: int, action_dim: int, hidden_size: int = 128, init_log_std: float = 0.0):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gru = nn.GRU(input_dim, hidden_size, batch_first=True)
+        self.mean = nn.Linear(hidden_size, action_dim)
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+        self.v = nn.Linear(hidden_size, 1)
+        with torch.no_grad():  # near-zero initial mean actions
+            self.mean.weight.mul_(0.01)
+            self.mean.bias.zero_()
+
+    def forward(self, obs: torch.Tensor, h: torch.Tensor | None = None
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """A sequence [B, L, input_dim] from hidden state `h` [B, H] (zeros if None): ((mean [B, L, A],
+        log_std [A]), values [B, L], last hidden state [B, H])."""
+        out, last = self.gru(obs, None if h is None else h.unsqueeze(0).contiguous())
+        return (self.mean(out), self.log_std), self.v(out).squeeze(-1), last[0]

@@ -69,6 +69,10 @@ def uniform_streams(seeds: Sequence[int], count: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
+RL_METRICS = ("return", "success")
+"""Metrics of meta-RL families: the average return of an episode, or the percentage of episodes that succeed."""
+
+
 def spec_rng(seed: int, split: str, step: int, index: int) -> random.Random:
     return random.Random(derive_seed("task", seed, split, step, index))
 
@@ -77,7 +81,7 @@ class TaskFamily(ABC):
     """A distribution over tasks: specs on the driver, tensors (or environments) on workers."""
 
     name: str
-    metric: str  # "mse" | "accuracy" | "return"
+    metric: str  # "mse" | "accuracy" | "return" | "success"
 
     @abstractmethod
     def spec(self, seed: int, split: str, step: int, index: int, *, ways: int | None = None,

@@ -17,6 +17,8 @@ def setup(name: str, **overrides):
                          "rl": {"horizon": 30, "num_episodes": 8}},
         "bandits": {"task": {"name": "bandits"}, "model": {"name": "policy_gru", "hidden_sizes": [32]},
                     "algorithm": {"name": "rl2"}, "rl": {"num_trials": 4, "entropy_coef": 0.01}},
+        "navigation2d_rl2": {"task": {"name": "navigation2d"}, "model": {"name": "policy_gru", "hidden_sizes": [32]},
+                             "algorithm": {"name": "rl2"}, "rl": {"horizon": 30, "num_episodes": 3, "num_trials": 2}},
     }[name]
     for section, values in overrides.items():
         base[section] = {**base.get(section, {}), **values}
@@ -25,7 +27,8 @@ def setup(name: str, **overrides):
     return cfg, family, algorithms.build(cfg, family)
 
 
-@pytest.mark.parametrize("name,first_order", [("navigation2d", False), ("navigation2d", True), ("bandits", False)])
+@pytest.mark.parametrize("name,first_order", [("navigation2d", False), ("navigation2d", True), ("bandits", False),
+                                              ("navigation2d_rl2", False)])
 def test_chunk_update_is_finite_shaped_and_bitwise_reproducible(name, first_order):
     cfg, family, alg = setup(name, algorithm={"first_order": first_order})
     params = alg.init_params(0)
@@ -112,5 +115,5 @@ def test_ucb1_and_thompson_beat_random_on_1000_bandit_instances():
 def test_mismatched_model_or_task_is_a_user_error():
     with pytest.raises(UserError, match="policy_mlp"):
         setup("navigation2d", model={"name": "policy_gru"})
-    with pytest.raises(UserError, match="rl2"):
-        setup("navigation2d", algorithm={"name": "rl2"}, model={"name": "policy_gru"})
+    with pytest.raises(UserError, match="recurrent policy"):
+        setup("navigation2d", algorithm={"name": "rl2"})

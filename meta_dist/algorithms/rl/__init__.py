@@ -8,14 +8,15 @@ import torch
 from meta_dist.algorithms.base import MetaAlgorithm
 from meta_dist.config import Config
 from meta_dist.errors import UserError
-from meta_dist.tasks.spec import TaskFamily
+from meta_dist.tasks.names import RL_TASKS
+from meta_dist.tasks.spec import RL_METRICS, TaskFamily
 
 
 def build_rl_algorithm(config: Config, family: TaskFamily, device: torch.device | str = "cpu",
                        model=None) -> MetaAlgorithm:
-    if family.metric != "return":
-        raise UserError(f"algorithm {config.algorithm.name} needs an RL task (navigation2d, bandits, cheetah_vel, "
-                        f"cheetah_dir); task.name is '{family.name}'")
+    if family.metric not in RL_METRICS:
+        raise UserError(f"algorithm {config.algorithm.name} needs an RL task ({', '.join(RL_TASKS)}); "
+                        f"task.name is '{family.name}'")
     if config.algorithm.name == "maml_rl":
         if config.model.name != "policy_mlp":
             raise UserError("algorithm maml_rl adapts a Gaussian MLP policy: set model.name=policy_mlp")

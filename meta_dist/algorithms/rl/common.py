@@ -26,10 +26,23 @@ class Trajectories:
     actions: torch.Tensor
     rewards: torch.Tensor
     mask: torch.Tensor
+    success: torch.Tensor | None = None
+    """[T, E] bool: the episode succeeded at some step (families whose metric is "success")."""
 
     def task_returns(self) -> torch.Tensor:
         """Undiscounted return per episode, averaged over each task's episodes: [T]."""
         return (self.rewards * self.mask).sum(-1).mean(-1)
+
+    def task_metric(self, metric: str) -> torch.Tensor:
+        """Each task's evaluation metric: its fraction of successful episodes, or its average return: [T]."""
+        return self.success.float().mean(-1) if metric == "success" else self.task_returns()
+
+    def sums(self) -> dict[str, float]:
+        """Training metrics summed over the tasks: the return, and the success rate where recorded."""
+        out = {"return": float(self.task_returns().sum())}
+        if self.success is not None:
+            out["success"] = float(self.success.float().mean(-1).sum())
+        return out
 
 
 def task_generator(spec: TaskSpec, *key: object) -> torch.Generator:
@@ -68,8 +81,9 @@ def rollout_gaussian(model, stacked: dict[str, torch.Tensor], family, specs: Seq
         all_obs.append(obs), all_actions.append(action), all_rewards.append(reward), all_mask.append(alive)
         alive = alive * (~terminated).float()
         obs = next_obs
-    return Trajectories(torch.stack(all_obs, 2), torch.stack(all_actions, 2),
-                        torch.stack(all_rewards, 2), torch.stack(all_mask, 2))
+    success = getattr(env, "success", None)
+    return Trajectories(torch.stack(all_obs, 2), torch.stack(all_actions, 2), torch.stack(all_rewards, 2),
+                        torch.stack(all_mask, 2), None if success is None else success.clone())
 
 
 def discount_matrix(horizon: int, factor: float) -> torch.Tensor:

@@ -36,6 +36,11 @@ class MAMLRL(MetaAlgorithm):
     def first_order(self) -> bool:
         return self.cfg.first_order
 
+    @property
+    def env_steps_per_task(self) -> int:
+        """Environment steps of one task's meta-training rollouts: before each inner step, and after."""
+        return (self.cfg.inner_steps + 1) * self.config.rl.num_episodes * self.family.horizon
+
     def rollout(self, fast: Params, specs: Sequence[TaskSpec], key: object) -> Trajectories:
         stacked = {k: v.detach() for k, v in fast.items()}
         return rollout_gaussian(self.model, stacked, self.family, specs, self.config.rl.num_episodes, key)
@@ -74,19 +79,19 @@ class MAMLRL(MetaAlgorithm):
         names = list(base)
         grads = torch.autograd.grad(losses.sum(), [wrt[k] for k in names])
         out = {k: (g.sum(0) if self.first_order else g) for k, g in zip(names, grads)}
-        metrics = {"meta_loss": float(losses.detach().sum()), "return": float(post.task_returns().sum()),
-                   "return_pre": float(returns_pre.sum())}
+        metrics = {"meta_loss": float(losses.detach().sum()), **post.sums(), "return_pre": float(returns_pre.sum())}
         return ChunkOutput(out, len(specs), metrics)
 
     def eval_chunk(self, params: Params, specs: Sequence[TaskSpec], max_steps: int, inner_lr: float,
                    transductive_bn: bool = False) -> torch.Tensor:
-        """Average return per task after 0..max_steps policy-gradient steps: [T, max_steps + 1]."""
+        """Each task's metric (average return, or success rate) after 0..max_steps policy-gradient steps:
+        [T, max_steps + 1]."""
         lr = inner_lr or self.cfg.inner_lr
         fast = self.stack({k: v.detach().cpu() for k, v in params.items()}, len(specs))
         curve = []
         for s in range(max_steps + 1):
             traj = self.rollout(fast, specs, ("eval", s))
-            curve.append(traj.task_returns())
+            curve.append(traj.task_metric(self.family.metric))
             if s < max_steps:
                 fast = {k: v.detach() for k, v in self.adapt(fast, traj, lr, create_graph=False).items()}
         return torch.stack(curve, 1)

@@ -1,22 +1,28 @@
 """RL^2 (Duan et al. 2016, "RL^2: Fast Reinforcement Learning via Slow Reinforcement Learning").
 
-A GRU policy sees (observation, previous action, previous reward, done flag) and keeps its hidden
-state across the episodes of a trial, so "adaptation" happens in the hidden state and the
+A GRU policy sees (observation, previous action, previous reward, first-step flag) and keeps its
+hidden state across the episodes of a trial, so "adaptation" happens in the hidden state and the
 meta-parameters are trained by ordinary policy optimization over whole trials. The paper uses
-TRPO with GAE; here each task contributes the gradient of a PPO-clip loss with GAE
-(`rl.discount`, `rl.gae_lambda`), a value-head loss (`rl.value_coef`) and an entropy bonus
-(`rl.entropy_coef`) on `rl.num_trials` trials sampled at the current parameters. Because the
-behaviour policy IS the current policy, the PPO ratio is exactly 1 at this single epoch and the
-clip never binds: the update is an advantage actor-critic (A2C) gradient, averaged over tasks by
-the runtime and applied with Adam. The clipped form is kept so that the loss stays correct if the
-samples ever come from a stale version (asynchronous mode).
+TRPO with GAE; here each task contributes the gradient of a PPO-clip loss with GAE over the trial
+(`rl.discount`, `rl.gae_lambda`; the trial is one long episode, as in the paper), a value-head
+loss (`rl.value_coef`) and an entropy bonus (`rl.entropy_coef`) on `rl.num_trials` trials sampled at
+the current parameters. Because the behaviour policy IS the current policy, the PPO ratio is
+exactly 1 at this single epoch and the clip never binds: the update is an advantage actor-critic
+(A2C) gradient, averaged over tasks by the runtime and applied with Adam. Several PPO epochs on
+one batch would need the workers to keep their samples between meta-steps, which the stateless
+chunk contract (re-run anywhere after a fault, bit for bit) rules out. The clipped form is kept so
+that the loss stays correct if the samples ever come from a stale version (asynchronous mode).
 
-Action and reward draws come from generators seeded by the spec, so chunks are reproducible.
-Supported tasks: those with discrete actions whose observation already carries the RL^2 inputs
-(bandits).
+Discrete-action tasks (bandits) build the RL^2 inputs into their observations and a trial is one
+run of `horizon` steps. On continuous-action tasks (navigation2d, half-cheetah, Meta-World) a trial
+is `rl.num_episodes` episodes of `horizon` steps each, the inputs are assembled here (the reward
+divided by `rl.reward_scale`) and the policy is a Gaussian GRU; every episode runs its full horizon
+(a family's early termination is not used). Action draws come from generators seeded by the spec, so
+chunks are reproducible.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,8 +31,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from meta_dist.algorithms.base import ChunkOutput, MetaAlgorithm
-from meta_dist.algorithms.rl.common import gae, uniform_noise
-from meta_dist.errors import UserError
+from meta_dist.algorithms.rl.common import gae, gaussian_log_prob, gaussian_noise, normalize, uniform_noise
 from meta_dist.tasks.spec import TaskSpec
 
 Params = dict[str, torch.Tensor]
@@ -34,63 +39,125 @@ Params = dict[str, torch.Tensor]
 
 @dataclass
 class Trials:
-    """[T, R, L, ...]: tasks x trials x steps of a trial, with the behaviour policy's outputs."""
+    """[T, R, L, ...]: tasks x trials x steps of a trial (its episodes one after another), with the
+    policy's inputs and the behaviour policy's outputs."""
     obs: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     log_probs: torch.Tensor
     values: torch.Tensor
+    success: torch.Tensor | None = None
+    """[T, R, E] bool: episode e of the trial succeeded at some step (families whose metric is "success")."""
 
     def task_returns(self) -> torch.Tensor:
         """Total reward per trial, averaged over each task's trials: [T]."""
         return self.rewards.sum(-1).mean(-1)
 
+    def episode_metric(self, metric: str, episodes: int) -> torch.Tensor:
+        """Each task's metric per episode of the trial, averaged over its trials: [T, E]."""
+        if metric == "success":
+            return self.success.float().mean(1)
+        T, R, L = self.rewards.shape
+        return self.rewards.view(T, R, episodes, L // episodes).sum(-1).mean(1)
+
 
 class RL2(MetaAlgorithm):
-    def __init__(self, config, family, device="cpu", model=None):
-        if not getattr(family, "discrete", False):
-            raise UserError(f"rl2 is implemented for discrete-action tasks (bandits); task '{family.name}' is "
-                            f"continuous: use algorithm.name=maml_rl")
-        super().__init__(config, family, device, model)
+    curve_axis = "episodes"
+
+    @property
+    def discrete(self) -> bool:
+        return getattr(self.family, "discrete", False)
+
+    @property
+    def episodes_per_trial(self) -> int:
+        return 1 if self.discrete else self.config.rl.num_episodes
+
+    @property
+    def env_steps_per_task(self) -> int:
+        """Environment steps of one task's meta-training trials."""
+        return self.config.rl.num_trials * self.episodes_per_trial * self.family.horizon
+
+    def build_model(self, seed: int | None = None):
+        if self.discrete:  # the observations already carry the RL^2 inputs
+            return super().build_model(seed)
+        f = self.family
+        return self.model_factory((f.obs_dim + f.action_dim + 2,), f.action_dim, seed)
 
     def policy(self, params: Params, obs: torch.Tensor, h: torch.Tensor | None = None):
         return functional_call(self.model, params, (obs, h))
 
+    def inputs(self, obs: torch.Tensor, prev: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """The policy's input [T, R, D] at a step: the observation, then (continuous tasks) the previous
+        action, the previous reward / rl.reward_scale and a flag on an episode's first step."""
+        if self.discrete:
+            return obs
+        T, R, _ = obs.shape
+        if prev is None:
+            action, reward, first = obs.new_zeros(T, R, self.family.action_dim), obs.new_zeros(T, R, 1), 1.0
+        else:
+            action, reward, first = prev[0], prev[1].unsqueeze(-1) / self.config.rl.reward_scale, 0.0
+        return torch.cat([obs, action, reward, torch.full_like(reward, first)], -1)
+
+    def act(self, dist, values: torch.Tensor, draws: torch.Tensor):
+        """(action, its log-probability, value) per [T, R] from the policy's one-step outputs."""
+        T, R = draws.shape[:2]
+        if self.discrete:  # inverse-CDF sampling of the categorical actions
+            log_p = F.log_softmax(dist[:, 0], -1).view(T, R, -1)
+            actions = (draws.unsqueeze(-1) > log_p.exp().cumsum(-1)).sum(-1).clamp(max=log_p.shape[-1] - 1)
+            return actions, log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1), values.view(T, R)
+        mean, log_std = dist[0][:, 0].view(T, R, -1), dist[1]
+        actions = mean + torch.exp(log_std) * draws
+        return actions, gaussian_log_prob(actions, mean, log_std), values.view(T, R)
+
     @torch.no_grad()
     def rollout(self, params: Params, specs: Sequence[TaskSpec], num_trials: int, key: object) -> Trials:
-        T, R, L, k = len(specs), num_trials, self.family.horizon, self.family.action_dim
-        env = self.family.vec_env(specs, R, key)
-        draws = uniform_noise(specs, key, (L, R))  # inverse-CDF sampling of the categorical actions
-        obs, h = env.reset(), None
+        T, R, E, H = len(specs), num_trials, self.episodes_per_trial, self.family.horizon
+        draws = (uniform_noise(specs, key, (H, R)) if self.discrete
+                 else gaussian_noise(specs, key, (E * H, R, self.family.action_dim)))
         record: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "log_probs": [], "values": []}
-        for t in range(L):
-            logits, values, h = self.policy(params, obs.reshape(T * R, 1, -1), h)
-            log_p = F.log_softmax(logits[:, 0], -1).view(T, R, k)
-            cdf = log_p.exp().cumsum(-1)
-            actions = (draws[:, t].unsqueeze(-1) > cdf).sum(-1).clamp(max=k - 1)
-            next_obs, rewards, _ = env.step(actions)
-            for name, value in (("obs", obs), ("actions", actions), ("rewards", rewards), ("values", values.view(T, R)),
-                                ("log_probs", log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1))):
-                record[name].append(value)
-            obs = next_obs
-        return Trials(**{name: torch.stack(v, 2) for name, v in record.items()})
+        h, success = None, []
+        for e in range(E):
+            env = self.family.vec_env(specs, R, key if self.discrete else (*key, e))
+            obs, prev = env.reset(), None
+            for t in range(H):
+                inputs = self.inputs(obs, prev)
+                dist, values, h = self.policy(params, inputs.reshape(T * R, 1, -1), h)
+                actions, log_p, values = self.act(dist, values, draws[:, e * H + t])
+                obs, rewards, _ = env.step(actions)
+                prev = (actions, rewards)
+                for name, value in zip(record, (inputs, actions, rewards, log_p, values)):
+                    record[name].append(value)
+            if getattr(env, "success", None) is not None:
+                success.append(env.success.clone())
+        return Trials(**{name: torch.stack(v, 2) for name, v in record.items()},
+                      success=torch.stack(success, -1) if success else None)
+
+    def log_prob_entropy(self, dist, actions: torch.Tensor, shape: tuple[int, ...]):
+        """Log-probabilities of the taken actions and the policy's entropy per step, each [T, R, L]."""
+        if self.discrete:
+            log_p_all = F.log_softmax(dist, -1).view(*shape, -1)
+            log_p = log_p_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            return log_p, -(log_p_all.exp() * log_p_all).sum(-1)
+        mean, log_std = dist[0].view(*shape, -1), dist[1]
+        entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum().expand(shape)
+        return gaussian_log_prob(actions, mean, log_std), entropy
 
     def task_losses(self, params: Params, trials: Trials) -> tuple[torch.Tensor, torch.Tensor]:
         """(PPO-clip + value + entropy loss, policy-only loss), each [T], differentiable in `params`."""
         rl = self.config.rl
         T, R, L, D = trials.obs.shape
-        logits, values, _ = self.policy(params, trials.obs.reshape(T * R, L, D))
-        log_p_all = F.log_softmax(logits, -1).view(T, R, L, -1)
-        log_p = log_p_all.gather(-1, trials.actions.unsqueeze(-1)).squeeze(-1)
+        dist, values, _ = self.policy(params, trials.obs.reshape(T * R, L, D))
+        log_p, entropy = self.log_prob_entropy(dist, trials.actions, (T, R, L))
         ones = torch.ones_like(trials.rewards)
-        adv = gae(trials.rewards, trials.values, ones, rl.discount, rl.gae_lambda)
+        adv = gae(trials.rewards / rl.reward_scale, trials.values, ones, rl.discount, rl.gae_lambda)
         targets = adv + trials.values
+        if rl.normalize_advantage:
+            adv = normalize(adv, ones, dims=(1, 2))
         ratio = torch.exp(log_p - trials.log_probs)
         surrogate = torch.min(ratio * adv, ratio.clamp(1 - rl.clip, 1 + rl.clip) * adv)
         policy_loss = -surrogate.mean((1, 2))
         value_loss = ((values.view(T, R, L) - targets) ** 2).mean((1, 2))
-        entropy = -(log_p_all.exp() * log_p_all).sum(-1).mean((1, 2))
-        return policy_loss + rl.value_coef * value_loss - rl.entropy_coef * entropy, policy_loss
+        return policy_loss + rl.value_coef * value_loss - rl.entropy_coef * entropy.mean((1, 2)), policy_loss
 
     def chunk_update(self, params: Params, specs: Sequence[TaskSpec]) -> ChunkOutput:
         params = {k: v.detach().cpu().requires_grad_() for k, v in params.items()}
@@ -100,10 +167,13 @@ class RL2(MetaAlgorithm):
         grads = torch.autograd.grad(losses.sum(), [params[k] for k in names])
         metrics = {"meta_loss": float(losses.detach().sum()), "return": float(trials.task_returns().sum()),
                    "policy_loss": float(policy_losses.detach().sum())}
+        if trials.success is not None:
+            metrics["success"] = float(trials.success.float().mean((1, 2)).sum())
         return ChunkOutput(dict(zip(names, grads)), len(specs), metrics)
 
     def eval_chunk(self, params: Params, specs: Sequence[TaskSpec], max_steps: int, inner_lr: float,
                    transductive_bn: bool = False) -> torch.Tensor:
-        """Total reward of one trial per task (adaptation happens inside the trial): [T, 1]."""
+        """Each task's metric per episode of one trial (adaptation happens inside the trial): [T, E]."""
         params = {k: v.detach().cpu() for k, v in params.items()}
-        return self.rollout(params, specs, 1, ("eval",)).task_returns().unsqueeze(1)
+        trials = self.rollout(params, specs, 1, ("eval",))
+        return trials.episode_metric(self.family.metric, self.episodes_per_trial)
