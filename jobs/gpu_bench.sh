@@ -20,7 +20,7 @@ run() {  # NAME, then bench options
   local name=$1
   shift
   meta-dist bench --config omniglot_maml --device cuda --json "$@" > "$out/$name.json"
-  python -c 'import json, sys; from meta_dist.bench import format_table; print(format_table(json.load(open(sys.argv[1]))))' \
+  python -c 'import json, sys; from meta_dist.bench_report import format_table; print(format_table(json.load(open(sys.argv[1]))))' \
     "$out/$name.json" | tee "$out/$name.txt"
 }
 

@@ -12,6 +12,9 @@ driver's task-spec derivation; `communication_s` the rest of the step (dispatch,
 scheduling, result transfer), so those four add up to the step. `wait_s` is how long the average
 worker sat idle waiting for the slowest one (load imbalance); it is not on the critical path.
 Overhead per step is the step time minus the slowest worker's compute.
+
+Meta-RL workloads (maml_rl, rl2) are measured the same way, in environment steps per second beside
+tasks per second, without the single-process references (bench_report.py).
 """
 from __future__ import annotations
 
@@ -31,10 +34,11 @@ import torch
 
 from meta_dist import config as config_mod
 from meta_dist.bench_loops import WARMUP_STEPS, PerTaskLoop, VmapLoop, measure
+from meta_dist.bench_report import compare, format_table
 from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
-from meta_dist.tasks.names import IMAGE_DATASETS, IMAGE_TASKS
+from meta_dist.tasks.names import IMAGE_DATASETS, IMAGE_TASKS, RL_TASKS
 from meta_dist.tasks.spec import TaskFamily, derive_seed
 
 MAX_SETTLING_S = 120.0  # the driver's share settles after its warm-up and a few rounds of trials
@@ -149,11 +153,15 @@ def bench_config(args: argparse.Namespace) -> Config:
         defaults += ["runtime.driver_worker=false", "runtime.num_gpu_workers=1", "runtime.num_gpus_per_worker=1"]
     address = [f"runtime.address={args.address}"] if args.address else []
     config = config_mod.validate(config_mod.load(args.config, defaults + list(args.set) + address))
+    if bool(config.runtime.num_gpu_workers) != (args.device == "cuda"):
+        raise UserError("bench chooses the GPU workers itself: pass --device cuda for a GPU bench and drop the "
+                        "runtime.num_gpu_workers override")
     if config.runtime.backend != "ray" or config.runtime.mode != "sync":
         raise UserError("bench measures the synchronous Ray runtime; drop the runtime.backend / runtime.mode overrides")
-    if config.algorithm.name not in ("maml", "fomaml") or config.task.name not in SUPERVISED_TASKS:
-        raise UserError(f"bench's reference loop is MAML/FOMAML on supervised tasks; config '{config.name}' "
-                        f"runs {config.algorithm.name} on {config.task.name}")
+    supervised = config.algorithm.name in ("maml", "fomaml") and config.task.name in SUPERVISED_TASKS
+    if not supervised and config.task.name not in RL_TASKS:
+        raise UserError(f"bench measures MAML/FOMAML on supervised tasks (against its reference loops) or meta-RL; "
+                        f"config '{config.name}' runs {config.algorithm.name} on {config.task.name}")
     if args.duration_s <= 0:
         raise UserError(f"--duration-s must be positive, got {args.duration_s:g}")
     return config
@@ -234,11 +242,13 @@ def run(args: argparse.Namespace) -> dict:
         init = algorithm.init_params(derive_seed("init", config.seed))
         # The references run on a quiet machine: before a local Ray starts (its start-up and prestarted
         # workers took up to a fifth of the loop's speed when it ran after), or once a cluster
-        # address has been checked, so a bad one fails at once.
+        # address has been checked, so a bad one fails at once. Meta-RL workloads have none.
         joined = bool(placement.cluster_address(config))
         if joined:
             session = ray_session.enter_context(_ray(config, counts))
-        references = measure_references(config, counts, (family, algorithm.model, init), args.duration_s)
+        env_steps = getattr(algorithm, "env_steps_per_task", 0)
+        references = None if env_steps else measure_references(config, counts, (family, algorithm.model, init),
+                                                               args.duration_s)
         if not joined:
             session = ray_session.enter_context(_ray(config, counts))
         results = []
@@ -247,9 +257,10 @@ def run(args: argparse.Namespace) -> dict:
             results.append(measure_runtime(config, n, init, components, args.duration_s, session))
         note("done")
         workload = describe(config, data_label, session, sum(v.numel() for v in init.values()))
-    return {"workload": {**workload, "duration_s": args.duration_s, "scaling_base_workers": counts[0]},
-            "reference_tasks_per_s": references["loop"]["tasks_per_s"], "references": references,
-            "results": compare(results, references)}
+    return {"workload": {**workload, "duration_s": args.duration_s, "scaling_base_workers": counts[0],
+                         "env_steps_per_task": env_steps},
+            "reference_tasks_per_s": references["loop"]["tasks_per_s"] if references else None,
+            "references": references, "results": compare(results, references, env_steps)}
 
 
 def measure_references(config: Config, counts: list[int], workload: tuple, duration_s: float) -> dict:
@@ -272,20 +283,6 @@ def measure_references(config: Config, counts: list[int], workload: tuple, durat
     return {"loop": loop, "vmap": vmapped}
 
 
-def compare(results: list[dict], references: dict) -> list[dict]:
-    """Each row's ratios: to the per-task loop, to the vmap program on the same number of threads
-    (None where none ran), and its tasks/s per worker relative to the first row."""
-    base = results[0]["tasks_per_s"] / results[0]["workers"]
-    vmap = {v["threads"]: v["tasks_per_s"] for v in references["vmap"]}
-    on_gpu = references["loop"]["device"] == "cuda"
-    for r in results:
-        same_threads = references["vmap"][0]["tasks_per_s"] if on_gpu else vmap.get(r["workers"] * r["threads_per_worker"])
-        r["speedup_vs_reference"] = r["tasks_per_s"] / references["loop"]["tasks_per_s"]
-        r["speedup_vs_vmap"] = r["tasks_per_s"] / same_threads if same_threads else None
-        r["scaling_efficiency"] = r["tasks_per_s"] / (r["workers"] * base)
-    return results
-
-
 @contextlib.contextmanager
 def _ray(config: Config, counts: list[int]):
     """One Ray session for every worker count (each RayBackend reuses it; its shutdown leaves it up),
@@ -300,51 +297,6 @@ def _ray(config: Config, counts: list[int]):
     finally:
         if session.owned:
             placement.shutdown_ray()
-
-
-def reference_line(ref: dict) -> str:
-    where = "on the GPU" if ref["device"] == "cuda" else f"{ref['threads']} torch thread{'s' * (ref['threads'] > 1)}"
-    return f"reference (one process, {ref['kind']}, {where}): {ref['tasks_per_s']:.1f} tasks/s"
-
-
-def format_table(report: dict) -> str:
-    w = report["workload"]
-    hw = w["hardware"]
-    order = "first-order" if w["first_order"] else "second-order"
-    shape = (f"{w['ways']}-way {w['shots']}-shot, {w['num_query']} query per class" if w["task"] in IMAGE_TASKS
-             else f"K={w['shots']}, {w['num_query']} query points")
-    lines = [f"workload: {w['config']} ({w['algorithm']} {order}, {w['task']} {shape}, meta-batch "
-             f"{w['meta_batch_size']}, {w['inner_steps']} inner step(s), {w['model']}; data: {w['data']})",
-             f"hardware: {hw['cpu']}, {hw['cores']} cores; torch {hw['torch']}, "
-             f"ray {hw['ray']}",
-             "workers: " + ("the driver computes as worker 0, the others are actors" if w["driver_worker"]
-                            else "all actors (runtime.driver_worker off, or not applicable)")
-             + ("; actors reached through compiled channels" if any(r["compiled_channels"] for r in report["results"])
-                else "; ordinary actor calls"),
-             *(reference_line(v) for v in [report["references"]["loop"], *report["references"]["vmap"]]),
-             "",
-             f"{'workers':>7} {'tasks/s':>8} {'vs ref':>7} {'vs vmap':>7} {'effic.':>7} {'step ms':>8} {'median':>7} "
-             f"{'overhd ms':>9} {'drv ch':>6} | {'compute':>8} {'wait':>6} {'comm':>6} {'aggr':>6} {'specs':>6} "
-             "(ms/step)"]
-    for r in report["results"]:
-        s = {k: 1000 * v for k, v in r["time_split"].items()}
-        vs_vmap = f"{r['speedup_vs_vmap']:>6.2f}x" if r["speedup_vs_vmap"] else f"{'-':>7}"
-        lines.append(f"{r['workers']:>7} {r['tasks_per_s']:>8.1f} {r['speedup_vs_reference']:>6.2f}x {vs_vmap} "
-                     f"{r['scaling_efficiency']:>7.2f} {r['step_ms']:>8.2f} {r['step_ms_median']:>7.2f} "
-                     f"{r['overhead_ms_per_step']:>9.2f} {r['driver_chunks_per_step']:>6.2f} "
-                     f"| {s['compute_s']:>8.2f} {s['wait_s']:>6.2f} {s['communication_s']:>6.2f} "
-                     f"{s['aggregation_s']:>6.2f} {s['specs_s']:>6.2f}")
-    for prev, r in zip(report["results"], report["results"][1:]):
-        if r["step_ms"] > prev["step_ms"]:
-            lines.append(f"note: a step with {r['workers']} workers took longer than with {prev['workers']}")
-    lines.append("driver ingress per step (updates from actors): " + ", ".join(
-        f"{r['workers']} worker(s) on {r['nodes']} node(s) {r['driver_ingress']['updates_per_step']:.1f} x "
-        f"{r['driver_ingress']['bytes_per_step'] / max(r['driver_ingress']['updates_per_step'], 1) / 1024:.0f} KiB"
-        for r in report["results"]))
-    lines.append("vs vmap: against the vmap process on as many threads as the row's workers use in all; "
-                 f"efficiency: tasks/s per worker relative to {w['scaling_base_workers']} worker(s); "
-                 f"drv ch = chunks the driver computed per step; wait = mean idle of a worker behind the slowest")
-    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -88,28 +88,48 @@ def _evaluate(config: Config, params: dict[str, torch.Tensor], step: int, data_d
         shape["num_query"] = e.num_query
     elif e.query_per_class:
         shape["num_query"] = e.query_per_class
-    specs = [family.spec(config.seed, split, 0, i, **shape) for i in range(n)]
-    curves = _curves(algorithm, params, specs, EvalSettings(e.max_inner_steps, e.inner_lr, e.transductive_bn), pool)
-    scale = 100.0 if family.metric == "accuracy" else 1.0
-    curve = []
-    for s in range(curves.shape[1]):
-        mean, ci, finite, bad = mean_ci95(curves[:, s] * scale)
-        curve.append({"inner_steps": s, "mean": mean, "ci95": ci, "tasks": finite, "nonfinite_tasks": bad})
-    head = curve[min(e.inner_steps, len(curve) - 1)]
-    result = {"metric": family.metric, "mean": head["mean"], "ci95": head["ci95"], "tasks": head["tasks"],
-              "step": step, "params_sha256": params_sha256(params), "inner_steps": head["inner_steps"],
-              "nonfinite_tasks": head["nonfinite_tasks"], "split": split, "curve": curve,
-              "algorithm": config.algorithm.name, "task": config.task.name}
+    settings = EvalSettings(e.max_inner_steps, e.inner_lr, e.transductive_bn)
+    score = lambda split, count: _score(algorithm, family, params, config, split, count, shape, settings, pool)  # noqa: E731
+    result = {**score(split, n), "step": step, "params_sha256": params_sha256(params), "split": split,
+              "algorithm": config.algorithm.name, "task": config.task.name, "curve_axis": algorithm.curve_axis}
+    if e.train_tasks:  # the meta-train figure, reported on its own
+        result["train_split"] = {k: v for k, v in score("train", e.train_tasks).items() if k != "curve"}
     task_shape = _task_shape(config, family)
+    if family.metric in ("accuracy", "success"):
+        result["unit"] = "%"
     if family.metric == "accuracy":
-        result.update(unit="%", ways=ways or family.output_dim, shots=shots or task_shape["shots"],
+        result.update(ways=ways or family.output_dim, shots=shots or task_shape["shots"],
                       query_per_class=e.query_per_class or task_shape["num_query"])
     if family.metric == "mse":
         result.update(shots=shots or task_shape["shots"])
+    if hasattr(family, "versions"):  # results are comparable only within one version of the environments
+        result.update(family.versions())
     if config.task.name == "bandits":  # RL^2's comparison: classic bandit algorithms on the same instances
         from meta_dist.algorithms.rl.baselines import bandit_baselines
 
         result["baselines"] = bandit_baselines(config, n, split)
+    return result
+
+
+def _score(algorithm, family, params: dict[str, torch.Tensor], config: Config, split: str, n: int, shape: dict,
+           settings: EvalSettings, pool: Pool | None) -> dict:
+    """Headline, curve and (for families that group their tasks, e.g. by environment) per-group means of
+    the first `n` tasks of `split`."""
+    specs = [family.spec(config.seed, split, 0, i, **shape) for i in range(n)]
+    curves = _curves(algorithm, params, specs, settings, pool)
+    curves = curves * (100.0 if family.metric in ("accuracy", "success") else 1.0)
+    curve = []
+    for s in range(curves.shape[1]):
+        mean, ci, finite, bad = mean_ci95(curves[:, s])
+        curve.append({"inner_steps": s, "mean": mean, "ci95": ci, "tasks": finite, "nonfinite_tasks": bad})
+    head = min(config.eval.inner_steps, len(curve) - 1)
+    result = {"metric": family.metric, **{k: curve[head][k] for k in ("mean", "ci95", "tasks", "inner_steps",
+                                                                        "nonfinite_tasks")}, "curve": curve}
+    if hasattr(family, "task_group"):
+        groups: dict[str, list[int]] = {}
+        for i, spec in enumerate(specs):
+            groups.setdefault(family.task_group(spec), []).append(i)
+        result["per_task"] = {g: mean_ci95(curves[rows, head])[0] for g, rows in sorted(groups.items())}
     return result
 
 
@@ -141,10 +161,17 @@ def format_result(result: dict, reference: str = "") -> str:
     """Human summary: the adaptation curve, then the headline with its CI."""
     unit = result.get("unit", "")
     lines = [f"evaluation on {result['tasks']} {result['split']} tasks ({result['metric']}):"]
+    episodes = result.get("curve_axis") == "episodes"
     for point in result["curve"]:
         if point["inner_steps"] in (0, 1, result["inner_steps"], result["curve"][-1]["inner_steps"]):
-            lines.append(f"  after {point['inner_steps']:>2} steps: {point['mean']:.4g}{unit} +- {point['ci95']:.2g}"
+            where = f"episode {point['inner_steps'] + 1:>2}" if episodes else f"after {point['inner_steps']:>2} steps"
+            lines.append(f"  {where}: {point['mean']:.4g}{unit} +- {point['ci95']:.2g}"
                          + (f"  ({point['nonfinite_tasks']} diverged tasks excluded)" if point["nonfinite_tasks"] else ""))
+    for name, value in result.get("per_task", {}).items():
+        lines.append(f"  {name}: {value:.4g}{unit}")
+    if "train_split" in result:
+        train = result["train_split"]
+        lines.append(f"  on {train['tasks']} training tasks: {train['mean']:.4g}{unit} +- {train['ci95']:.2g}")
     for name, b in result.get("baselines", {}).items():
         lines.append(f"  {name} on the same tasks: {b['mean']:.4g} +- {b['ci95']:.2g}")
     if reference:

@@ -124,8 +124,11 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex[:12]
         atomic_write_text(cfg_path, config_mod.dump(config))
-        objects = list(self.components.given)
-        atomic_write_text(self.run_dir / "run.json", json.dumps({"run_id": self.run_id, "objects": objects}))
+        record = {"run_id": self.run_id, "objects": list(self.components.given)}
+        family = self.components.family
+        if hasattr(family, "versions"):  # e.g. Meta-World's package and reward-function versions
+            record["environment"] = family.versions()
+        atomic_write_text(self.run_dir / "run.json", json.dumps(record))
         return config
 
     # -- main loop -------------------------------------------------------------------------------

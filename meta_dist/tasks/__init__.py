@@ -10,7 +10,7 @@ import inspect
 
 from meta_dist.config import Config
 from meta_dist.errors import UserError
-from meta_dist.tasks.names import IMAGE_TASKS
+from meta_dist.tasks.names import IMAGE_TASKS, METAWORLD_TASKS
 from meta_dist.tasks.spec import TaskBatch, TaskFamily, TaskSpec, derive_seed
 
 
@@ -29,14 +29,17 @@ def _builtin(config: Config, data_dir: str | None) -> TaskFamily:
 
 
 def require_rl_extra(task_name: str) -> None:
-    """The meta-RL families need gymnasium (and MuJoCo for half-cheetah), which `meta-dist[rl]` brings."""
+    """The meta-RL families need gymnasium (and MuJoCo for half-cheetah), which `meta-dist[rl]` brings;
+    Meta-World's need `metaworld`, which `meta-dist[metaworld]` brings."""
     import importlib.util
 
-    needed = ["gymnasium"] + (["mujoco"] if task_name.startswith("cheetah") else [])
+    extra = "metaworld" if task_name in METAWORLD_TASKS else "rl"
+    needed = ["gymnasium"] + (["mujoco"] if task_name.startswith("cheetah") else []) + \
+        (["metaworld"] if extra == "metaworld" else [])
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"task '{task_name}' needs {', '.join(missing)}, which meta-dist installs as an extra: "
-                        f"pip install 'meta-dist[rl]'")
+                        f"pip install 'meta-dist[{extra}]'")
 
 
 def construct(obj: object, kwargs: dict, label: str, data_dir: str | None = None) -> TaskFamily:

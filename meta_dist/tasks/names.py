@@ -18,6 +18,8 @@ IMAGE_DATASETS = {"omniglot": ImageDataset((1, 28, 28), "L"), "miniimagenet": Im
 IMAGE_TASKS = ("images", *IMAGE_DATASETS)
 """Episodic N-way K-shot classification over a task store ("images": a store of the user's own images)."""
 SUPERVISED_TASKS = ("sinusoid", *IMAGE_TASKS)
-RL_TASKS = ("navigation2d", "bandits", "cheetah_vel", "cheetah_dir")
-"""Meta-RL families (the `rl` extra)."""
+METAWORLD_TASKS = ("metaworld_ml1", "metaworld_ml10", "metaworld_ml45")
+"""Meta-World's meta-RL benchmarks (the `metaworld` extra)."""
+RL_TASKS = ("navigation2d", "bandits", "cheetah_vel", "cheetah_dir", *METAWORLD_TASKS)
+"""Meta-RL families (the `rl` extra; Meta-World's need the `metaworld` one)."""
 TASKS = SUPERVISED_TASKS + RL_TASKS

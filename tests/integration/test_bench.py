@@ -68,6 +68,27 @@ def test_omniglot_bench_runs_on_the_synthetic_store_with_overrides():
         ("synthetic", 5, 1, 8, "conv4_strided", False)
 
 
+def test_a_meta_rl_bench_reports_environment_steps_per_second(tmp_path):
+    sets = ["rl.horizon=20", "rl.num_episodes=2", "algorithm.meta_batch_size=4", "runtime.chunk_size=2"]
+    proc = cli("bench", "--config", "metaworld_ml1_reach_rl2", "--workers", "1,2", "--duration-s", "3", "--json",
+               *[x for s in sets for x in ("--set", s)], timeout=300,
+               env={"META_DIST_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["references"] is None and report["workload"]["env_steps_per_task"] == 2 * 20
+    for r in report["results"]:
+        assert r["env_steps_per_s"] == pytest.approx(r["tasks_per_s"] * 40) and r["env_steps_per_s"] > 0
+        assert r["speedup_vs_reference"] is None and r["speedup_vs_vmap"] is None
+    assert [r["workers"] for r in report["results"]] == [1, 2]
+
+
+def test_a_gpu_worker_override_without_device_cuda_is_a_user_error(capsys):
+    code = cli_mod.main(["bench", "--config", "sinusoid_maml", "--set", "runtime.num_gpu_workers=1",
+                         "--set", "runtime.num_gpus_per_worker=0.5"])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.startswith("meta-dist: error: bench chooses the GPU workers itself"), err
+
+
 @pytest.mark.parametrize("value", ["0", "a", "99", "1,,2"])
 def test_bad_worker_counts_are_one_line_user_errors(value, capsys):
     code = cli_mod.main(["bench", "--config", "sinusoid_maml", "--workers", value, "--duration-s", "1"])

@@ -1,5 +1,5 @@
 """`meta-dist bench`'s table (the JSON report is checked end to end in tests/integration/test_bench.py)."""
-from meta_dist.bench import format_table
+from meta_dist.bench_report import format_table
 
 
 def _report(rows: list[dict]) -> dict:
@@ -42,3 +42,16 @@ def test_table_says_ordinary_calls_and_flags_a_slower_step():
     table = format_table(_report([(1, 3.28, 0), (2, 3.34, 0)]))
     assert "; ordinary actor calls" in table
     assert "note: a step with 2 workers took longer than with 1" in table
+
+
+def test_a_meta_rl_table_shows_environment_steps_instead_of_the_references():
+    report = _report([(1, 3.28, 0), (2, 2.43, 1)])
+    report["references"] = None
+    report["workload"].update(algorithm="rl2", task="metaworld_ml1", model="policy_gru", env_steps_per_task=1000)
+    for r in report["results"]:
+        r["env_steps_per_s"] = r["tasks_per_s"] * 1000
+    table = format_table(report)
+    assert "workload: sinusoid_maml (rl2, metaworld_ml1, meta-batch 25, 1000 environment steps per task" in table
+    assert "reference (one process" not in table and "env st/s: environment steps per second" in table
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.split()[:1] in (["1"], ["2"])}
+    assert rows["1"][:3] == ["1", "7622.0", "7621951"]

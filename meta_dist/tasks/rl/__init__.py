@@ -5,7 +5,7 @@ A family hands out `TaskSpec`s like every other family (parameters plus an env s
 plain `gymnasium.Env` for users and tests, and `vec_env(specs, num_episodes, key)`, a batch of
 `num_tasks x num_episodes` environments stepped together on torch tensors for the rollouts of the
 algorithms. Navigation and bandits are pure tensor code (one step of 100 environments costs
-microseconds); half-cheetah wraps a list of MuJoCo environments. The key trade-off: every source
+microseconds); half-cheetah and Meta-World wrap lists of MuJoCo environments. The key trade-off: every source
 of randomness in a rollout is a generator seeded by (spec.seed, key), so a chunk re-run on another
 worker samples exactly the same episodes.
 """
@@ -86,6 +86,9 @@ def build_rl_family(config: Config) -> RLTaskFamily:
     if name in ("cheetah_vel", "cheetah_dir"):
         from meta_dist.tasks.rl.cheetah import HalfCheetahTasks
         return HalfCheetahTasks(config, direction=name == "cheetah_dir")
+    if name.startswith("metaworld_"):
+        from meta_dist.tasks.rl.metaworld import MetaWorldTasks
+        return MetaWorldTasks(config)
     raise AssertionError(f"not an RL task: {name}")
 
 
