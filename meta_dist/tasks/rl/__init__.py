@@ -45,11 +45,12 @@ class RLTaskFamily(TaskFamily):
     action_dim: int
     """Continuous: action dimensions; discrete: number of actions."""
     horizon: int
-    """Steps per episode."""
+    """Steps per episode: `rl.horizon` unless a family defines its own (bandits: `rl.num_pulls`)."""
 
     def __init__(self, config: Config):
         self.config = config
         self.rl = config.rl
+        self.horizon = config.rl.horizon
 
     @abstractmethod
     def spec(self, seed: int, split: str, step: int, index: int, **ignored) -> TaskSpec:

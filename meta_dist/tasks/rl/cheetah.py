@@ -65,7 +65,6 @@ class HalfCheetahTasks(RLTaskFamily):
         super().__init__(config)
         self.direction = direction
         self.name = "cheetah_dir" if direction else "cheetah_vel"
-        self.horizon = self.rl.horizon
         self._pool: list[HalfCheetahGoalEnv] = []
 
     def spec(self, seed, split, step, index, **ignored) -> TaskSpec:

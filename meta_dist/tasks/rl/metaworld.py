@@ -109,7 +109,6 @@ class MetaWorldTasks(RLTaskFamily):
     def __init__(self, config):
         super().__init__(config)
         self.name, self.benchmark = config.task.name, BENCHMARKS[config.task.name]
-        self.horizon = self.rl.horizon
         if self.horizon > MAX_PATH_LENGTH:
             raise UserError(f"rl.horizon={self.horizon}: Meta-World episodes last at most {MAX_PATH_LENGTH} steps "
                             f"(the benchmark's max_path_length); set rl.horizon <= {MAX_PATH_LENGTH}")

@@ -74,10 +74,6 @@ class Navigation2D(RLTaskFamily):
     obs_dim = 2
     action_dim = 2
 
-    def __init__(self, config):
-        super().__init__(config)
-        self.horizon = self.rl.horizon
-
     def spec(self, seed, split, step, index, **ignored) -> TaskSpec:
         rng = spec_rng(seed, split, step, index)
         goal = (rng.uniform(-GOAL_RANGE, GOAL_RANGE), rng.uniform(-GOAL_RANGE, GOAL_RANGE))
