@@ -52,6 +52,8 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--inner-steps", type=int, help="adaptation steps for the headline figure")
     ev.add_argument("--transductive-bn", action="store_true", help="batch norm with support+query statistics")
     ev.add_argument("--split", choices=("test", "val"), help="split to evaluate on (default test)")
+    ev.add_argument("--within-alphabet", action="store_true",
+                    help="image tasks: draw every test episode's classes from one alphabet (eval.within_alphabet)")
     ev.add_argument("--workers", type=int, help="spread the episodes over N workers (implies --backend ray)")
     ev.add_argument("--backend", choices=("local", "ray"),
                     help="local: this process (the default); ray: worker actors on a local Ray or the run's cluster")
@@ -80,10 +82,11 @@ def _add_data_parser(sub) -> None:
     prep.add_argument("--source", help="the dataset release (zips, extracted folders, or a torchvision root); "
                                         "folder: an image folder (one sub-folder per class) or a .csv/.json file list")
     prep.add_argument("--out", required=True, help="output store directory")
-    prep.add_argument("--split", choices=("vinyals", "random"), default="vinyals",
-                      help="Omniglot class split: vinyals (ProtoNets/Matching Nets) or random 1200/423 (MAML/Reptile)")
+    prep.add_argument("--split", choices=("vinyals", "random", "background"), default="vinyals",
+                      help="Omniglot class split: vinyals (ProtoNets/Matching Nets), random 1200/423 (MAML/Reptile) "
+                           "or background (Lake et al.: background alphabets train, evaluation alphabets test)")
     prep.add_argument("--download", action="store_true", help="download with torchvision (needs internet)")
-    prep.add_argument("--seed", type=int, default=1, help="seed of the random split (omniglot --split random, folder)")
+    prep.add_argument("--seed", type=int, default=1, help="seed of the class split (omniglot --split random|background, folder)")
     prep.add_argument("--image-size", type=int, metavar="N",
                       help="folder: resize every image to NxN (LANCZOS); default: keep the size all images share")
     prep.add_argument("--grayscale", action="store_true", help="folder: store 1-channel grayscale instead of RGB")
@@ -200,6 +203,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.inner_steps is not None and args.inner_steps > config.eval.max_inner_steps:
         extra.append(f"eval.max_inner_steps={args.inner_steps}")
     extra += ["eval.transductive_bn=true"] if args.transductive_bn else []
+    extra += ["eval.within_alphabet=true"] if args.within_alphabet else []
     config = config_mod.validate(config_mod.apply_overrides(config, extra))
     for name, value in (("--tasks", args.tasks), ("--ways", args.ways), ("--shots", args.shots)):
         if value is not None and value <= 0:

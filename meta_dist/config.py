@@ -189,6 +189,7 @@ def _get(config: Config, path: str):
 def validate(config: Config) -> Config:
     """Range and consistency checks; raises UserError naming the key and the fix."""
     from meta_dist import registry
+    from meta_dist.tasks.names import IMAGE_TASKS
 
     registry.check_names(config)
     for path, choices in CHOICES.items():
@@ -203,6 +204,10 @@ def validate(config: Config) -> Config:
     t = config.task
     if t.amplitude_min > t.amplitude_max or t.x_min >= t.x_max:
         raise UserError("config keys task.amplitude_min/max and task.x_min/max must be increasing ranges")
+    if (t.within_alphabet or config.eval.within_alphabet) and t.name not in IMAGE_TASKS:
+        key = "task.within_alphabet" if t.within_alphabet else "eval.within_alphabet"
+        raise UserError(f"{key} applies to image task stores (task.name: {' | '.join(IMAGE_TASKS)}), "
+                        f"not to task '{t.name}'; remove it")
     if config.algorithm.meta_lr_schedule == "step" and config.algorithm.meta_lr_decay_every <= 0:
         raise UserError("algorithm.meta_lr_schedule 'step' needs algorithm.meta_lr_decay_every > 0")
     if config.eval.inner_steps > config.eval.max_inner_steps:

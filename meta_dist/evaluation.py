@@ -88,6 +88,11 @@ def _evaluate(config: Config, params: dict[str, torch.Tensor], step: int, data_d
         shape["num_query"] = e.num_query
     elif e.query_per_class:
         shape["num_query"] = e.query_per_class
+    if family.metric == "accuracy" and hasattr(family, "alphabets_of"):  # episodic image tasks
+        shape["within_alphabet"] = e.within_alphabet
+    elif e.within_alphabet:
+        raise UserError(f"eval.within_alphabet needs a task family that groups classes by alphabet (an image "
+                        f"task store); {config.task.name} does not")
     settings = EvalSettings(e.max_inner_steps, e.inner_lr, e.transductive_bn)
     score = lambda split, count: _score(algorithm, family, params, config, split, count, shape, settings, pool)  # noqa: E731
     result = {**score(split, n), "step": step, "params_sha256": params_sha256(params), "split": split,
@@ -100,6 +105,8 @@ def _evaluate(config: Config, params: dict[str, torch.Tensor], step: int, data_d
     if family.metric == "accuracy":
         result.update(ways=ways or family.output_dim, shots=shots or task_shape["shots"],
                       query_per_class=e.query_per_class or task_shape["num_query"])
+        if e.within_alphabet:
+            result["within_alphabet"] = True
     if family.metric == "mse":
         result.update(shots=shots or task_shape["shots"])
     if hasattr(family, "versions"):  # results are comparable only within one version of the environments

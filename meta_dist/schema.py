@@ -26,9 +26,12 @@ class TaskConfig:
     data_dir: str = ""
     """Task store directory (image tasks); overridden by `--data`."""
     split: str = "vinyals"
-    """Omniglot class split recorded in the store: vinyals | random (informational check)."""
+    """Omniglot class split recorded in the store: vinyals | random | background (informational check)."""
     augment_rotations: bool = True
     """Image tasks: apply the store's 0/90/180/270 rotation classes."""
+    within_alphabet: bool = False
+    """Image tasks: draw all classes of a training episode from one alphabet (Lake et al.'s harder one-shot
+    setting); the alphabet is picked uniformly among those with at least `ways` classes in the split."""
     amplitude_min: float = 0.1
     """Sinusoid amplitude range lower bound (Finn et al. 2017: 0.1)."""
     amplitude_max: float = 5.0
@@ -168,6 +171,9 @@ class EvalConfig:
     """K-shot of the test episodes (0 = task.shots)."""
     transductive_bn: bool = False
     """Batch norm uses support+query statistics (transductive) instead of support-only statistics."""
+    within_alphabet: bool = False
+    """Image tasks: draw all classes of each test episode from one alphabet (e.g. Lake et al.'s 20-way 1-shot
+    within-alphabet benchmark), independently of `task.within_alphabet`."""
     split: str = "test"
     """Split to evaluate on: test | val."""
     train_tasks: int = 0
@@ -243,7 +249,7 @@ class Config:
 # task.name, model.name and algorithm.name are open sets (built-ins, plug-ins, import paths): the
 # registry checks them.
 CHOICES = {
-    "task.split": ("vinyals", "random"),
+    "task.split": ("vinyals", "random", "background"),
     "model.activation": ("relu", "tanh"),
     "algorithm.inner_optimizer": ("sgd", "adam"),
     "algorithm.meta_optimizer": ("adam", "sgd"),

@@ -2,7 +2,8 @@
 any prepared image folder: `task.name: images` reads whatever store it is given, the dataset names
 also check that the store holds that dataset).
 
-A spec names `ways` distinct classes of a split and, per class, `shots + num_query` distinct rows
+A spec names `ways` distinct classes of a split (with `within_alphabet`, all of one alphabet, as in Lake
+et al.'s one-shot benchmark) and, per class, `shots + num_query` distinct rows
 (class-major: a class's shots, then its queries) and the class's rotation; it is drawn only from
 (seed, split, step, index), so the driver and every worker agree on it. The store is opened lazily
 on first use, so each worker process memory-maps its own copy (and a pickled family carries no
@@ -37,9 +38,11 @@ class EpisodicTasks(TaskFamily):
         self.data_dir = (data_dir if remote.is_remote(data_dir) else str(Path(data_dir).resolve())) if data_dir else ""
         self._store: TaskStore | None = None
         self._split_classes: dict[str, list[int]] = {}
+        self._split_alphabets: dict[str, dict[str, list[int]]] = {}
 
     def __getstate__(self):
-        return {"cfg": self.cfg, "name": self.name, "data_dir": self.data_dir, "_store": None, "_split_classes": {}}
+        return {"cfg": self.cfg, "name": self.name, "data_dir": self.data_dir, "_store": None, "_split_classes": {},
+                "_split_alphabets": {}}
 
     @property
     def store(self) -> TaskStore:
@@ -65,18 +68,46 @@ class EpisodicTasks(TaskFamily):
             self._split_classes[split] = [int(i) for i in ids]
         return self._split_classes[split]
 
+    def alphabets_of(self, split: str) -> dict[str, list[int]]:
+        """The split's classes grouped by alphabet, each group in `classes_of` order."""
+        if split not in self._split_alphabets:
+            alphabet = self.store.class_alphabets()
+            groups: dict[str, list[int]] = {}
+            for c in self.classes_of(split):
+                groups.setdefault(str(alphabet[c]), []).append(c)
+            if "" in groups:
+                raise UserError(f"task store '{self.data_dir}' records no alphabet for its classes, so it has no "
+                                f"within-alphabet episodes; use an Omniglot store or turn within_alphabet off")
+            self._split_alphabets[split] = groups
+        return self._split_alphabets[split]
+
+    def draw_classes(self, rng, split: str, n: int, within_alphabet: bool) -> list[int]:
+        """`n` distinct classes of `split`; within an alphabet, one picked uniformly among those with `n`."""
+        if not within_alphabet:
+            pool = self.classes_of(split)
+            if n > len(pool):
+                raise UserError(f"{n}-way episodes need {n} classes, but the '{split}' split of {self.data_dir} "
+                                f"has {len(pool)}; lower task.ways (or --ways)")
+            return rng.sample(pool, n)
+        groups = self.alphabets_of(split)
+        eligible = sorted(a for a, members in groups.items() if len(members) >= n)
+        if not eligible:
+            largest = max((len(m) for m in groups.values()), default=0)
+            raise UserError(f"within-alphabet {n}-way episodes need an alphabet with {n} classes, but the largest "
+                            f"in the '{split}' split of {self.data_dir} has {largest}; lower the ways")
+        return rng.sample(groups[rng.choice(eligible)], n)
+
     # -- specs (driver side) ------------------------------------------------------------------------
-    def spec(self, seed, split, step, index, *, ways=None, shots=None, num_query=None) -> TaskSpec:
+    def spec(self, seed, split, step, index, *, ways=None, shots=None, num_query=None,
+             within_alphabet=None) -> TaskSpec:
+        """`within_alphabet` None follows task.within_alphabet (training); evaluation passes its own."""
         n = ways or self.cfg.ways
         k = shots or self.cfg.shots
         q = num_query or self.cfg.num_query
-        pool = self.classes_of(split)
-        if n > len(pool):
-            raise UserError(f"{n}-way episodes need {n} classes, but the '{split}' split of {self.data_dir} "
-                            f"has {len(pool)}; lower task.ways (or --ways)")
         rng = spec_rng(seed, split, step, index)
         store = self.store
-        classes = rng.sample(pool, n)
+        within = self.cfg.within_alphabet if within_alphabet is None else within_alphabet
+        classes = self.draw_classes(rng, split, n, within)
         rows: list[int] = []
         for c in classes:
             available = int(store.num_rows[c])

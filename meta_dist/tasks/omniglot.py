@@ -8,10 +8,14 @@ torchvision root (`<root>/omniglot-py/...`). Members must follow the official la
 
 Class splits: `vinyals` reads `splits/vinyals/{train,val,test}.txt` found next to the zips (lines
 `<Alphabet>/<characterNN>/rot<deg>`; ProtoNets / Matching Nets, 4112/688/1692 rotation classes);
-`random` shuffles the characters with `--seed` (MAML / Reptile: 1100 train / 100 val / 423 test of
-1623, scaled proportionally for smaller sources) and makes the four rotations separate classes in
-train only. The stored images are the 0-degree drawings; a rotation class points at them and carries
-its quarter turns, applied when an episode is materialized (4x less disk and page cache).
+`random` shuffles the characters with `--seed` (MAML / Reptile: 1100 train / 100 val / 423 test of 1623,
+scaled proportionally for smaller sources) and makes the four rotations separate classes in train only.
+`background` is Lake et al.'s split: the 30 alphabets of `images_background` train (less 4 of them,
+chosen with `--seed`, held out whole for validation; scaled for smaller sources) and the 20 alphabets of
+`images_evaluation` test, so every test character comes from an alphabet never seen in training;
+rotations again only in train. The stored images are the 0-degree drawings; a rotation class points at
+them and carries its quarter turns, applied when an episode is materialized (4x less disk and page
+cache).
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ HALVES = ("images_background", "images_evaluation")
 SIZE = 28
 SPLIT_FILES = ("train", "val", "test")
 MAML_COUNTS = (1623, 100, 423)  # characters in all, val, test (Finn et al. 2017's omniglot split)
+VAL_ALPHABETS = (30, 4)  # background alphabets, of which the `background` split validates on 4 (scaled)
 IMAGE_NAME = re.compile(r"^(\d+)_(\d+)\.png$", re.IGNORECASE)
 SPLIT_LINE = re.compile(r"^(.+/.+)/rot(000|090|180|270)$")
 
@@ -152,6 +157,28 @@ def random_splits(keys: list[str], seed: int) -> dict[str, list[tuple[str, int]]
     return out
 
 
+def background_splits(drawings: list[Drawing], seed: int) -> dict[str, list[tuple[str, int]]]:
+    """Lake et al.'s split: background characters train (rotation classes included), but for whole
+    background alphabets drawn with `seed` for validation (VAL_ALPHABETS); evaluation characters test."""
+    half_of = {d.key: d.member.split("/", 1)[0] for d in drawings}
+    background = sorted({k.split("/")[0] for k, h in half_of.items() if h == HALVES[0]})
+    if len(background) < 2 or HALVES[1] not in half_of.values():
+        raise UserError(f"--split background needs at least 2 alphabets in {HALVES[0]} and one in {HALVES[1]}, "
+                        f"found {len(background)} and {sum(h == HALVES[1] for h in half_of.values())} characters")
+    total, held_out = VAL_ALPHABETS
+    num_val = min(len(background) - 1, max(1, round(len(background) * held_out / total)))
+    val = set(random.Random(seed).sample(background, num_val))
+    out = {}
+    for key, half in half_of.items():
+        if half == HALVES[1]:
+            out[key] = [("test", 0)]
+        elif key.split("/")[0] in val:
+            out[key] = [("val", 0)]
+        else:
+            out[key] = [("train", r) for r in range(4)]
+    return out
+
+
 def find_split_dir(source: Path, halves: dict[str, Path]) -> Path:
     candidates = [source / "splits" / "vinyals"] + [p.parent / "splits" / "vinyals" for p in halves.values()]
     for c in candidates:
@@ -183,6 +210,8 @@ def prepare(source: Path, out: Path, split: str, seed: int, progress: Callable[[
         keys = sorted({d.key for d in drawings})
         if split == "vinyals":
             class_splits = vinyals_splits(find_split_dir(source, halves), set(keys))
+        elif split == "background":
+            class_splits = background_splits(drawings, seed)
         else:
             class_splits = random_splits(keys, seed)
         kept = [d for d in drawings if d.key in class_splits]
@@ -198,7 +227,7 @@ def prepare(source: Path, out: Path, split: str, seed: int, progress: Callable[[
 
         return write_store(out, rows(), dataset="omniglot", split_name=split, image_shape=(1, SIZE, SIZE),
                            class_splits=class_splits, rotations=True,
-                           extra={"source": str(source), "split_seed": seed if split == "random" else None,
+                           extra={"source": str(source), "split_seed": None if split == "vinyals" else seed,
                                   "preprocessing": "resize 105->28 LANCZOS, invert (strokes = 255)"})
     finally:
         for zf in zips.values():

@@ -74,6 +74,7 @@ class TaskStore:
         self._starts = np.cumsum([0] + [b.num_rows for b in batches])
         self._batches = batches
         self._views = [_pixel_view(b, self.image_shape) for b in batches]
+        self._alphabets: np.ndarray | None = None
 
     @property
     def dataset(self) -> str:
@@ -89,6 +90,13 @@ class TaskStore:
         if not rotations:
             mask &= self.rotation == 0
         return np.flatnonzero(mask)
+
+    def class_alphabets(self) -> np.ndarray:
+        """Each class's alphabet (the `alphabet` of its first image; '' where the source records none)."""
+        if self._alphabets is None:
+            alphabet = self.column("alphabet")
+            self._alphabets = np.asarray([alphabet[r] for r in self.first_row], dtype=object)
+        return self._alphabets
 
     def pixels(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), H, W, C] uint8: a copy of just these rows, read from the memory map."""

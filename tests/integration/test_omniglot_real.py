@@ -1,5 +1,6 @@
 """The real Omniglot release, end to end: prepare the Vinyals-split store, check it against the split
-files, train ProtoNet briefly in-process and check it learns (a reference reproduction: 88.8% after 100 episodes)."""
+files, train ProtoNet briefly in-process and check it learns (a reference reproduction: 88.8% after 100 episodes);
+prepare Lake et al.'s background split and evaluate 20-way within-alphabet episodes from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,7 @@ from meta_dist.evaluation import evaluate
 from meta_dist.runtime.driver import Trainer
 from meta_dist.tasks import prepare
 from meta_dist.tasks.store import open_store, verify_checksum
+from tests.conftest import cli
 
 OMNIGLOT = Path(os.environ.get("META_DIST_OMNIGLOT", Path(__file__).resolve().parents[2].parent / "shared" / "data" / "omniglot"))
 SPLITS = OMNIGLOT / "splits" / "vinyals"
@@ -25,14 +27,18 @@ SPLITS = OMNIGLOT / "splits" / "vinyals"
 MIN_ACCURACY = 80.0
 
 
-@pytest.fixture(scope="session")
-def omniglot_store(tmp_path_factory) -> Path:
+def prepared(tmp_path_factory, split: str) -> Path:
     if not (OMNIGLOT / "images_background.zip").is_file():
         pytest.skip(f"real Omniglot not found at {OMNIGLOT} (images_background.zip); it is not part of the repo")
     out = tmp_path_factory.mktemp("omniglot") / "store"
-    prepare.main(argparse.Namespace(dataset="omniglot", source=str(OMNIGLOT), out=str(out), split="vinyals",
+    prepare.main(argparse.Namespace(dataset="omniglot", source=str(OMNIGLOT), out=str(out), split=split,
                                     download=False, seed=1))
     return out
+
+
+@pytest.fixture(scope="session")
+def omniglot_store(tmp_path_factory) -> Path:
+    return prepared(tmp_path_factory, "vinyals")
 
 
 def test_store_matches_the_vinyals_split_files(omniglot_store):
@@ -66,3 +72,25 @@ def test_protonet_learns_on_real_omniglot(omniglot_store, tmp_path):
     print(json.dumps({k: five_way[k] for k in ("mean", "ci95", "tasks", "step")}))
     assert ckpt.step == 100
     assert five_way["mean"] >= MIN_ACCURACY, five_way
+
+
+def test_background_split_and_within_alphabet_episodes(tmp_path_factory, tmp_path):
+    store_dir = prepared(tmp_path_factory, "background")
+    store = open_store(store_dir)
+    alphabet = store.class_alphabets()
+    by_split = {s: {alphabet[i] for i in store.split_classes(s)} for s in ("train", "val", "test")}
+    assert [len(by_split[s]) for s in ("train", "val", "test")] == [26, 4, 20]
+    assert not (by_split["train"] & by_split["val"]) and not (by_split["test"] & (by_split["train"] | by_split["val"]))
+    val_characters = len(store.split_classes("val"))
+    assert len(store.split_classes("test")) == 659 and len(store.split_classes("train")) == 4 * (964 - val_characters)
+
+    run = tmp_path / "run"
+    done = cli("train", "--config", "omniglot_lake_protonet", "--data", str(store_dir), "--steps", "20",
+               "--backend", "local", "--run-dir", str(run), "--set", "eval.num_tasks=20")
+    assert done.returncode == 0, done.stderr
+    trained = json.loads((run / "eval.json").read_text())
+    assert trained["ways"] == 20 and trained["shots"] == 1 and trained["within_alphabet"] is True
+    assert trained["mean"] > 2 * 100 / 20  # above chance after 20 episodes
+    again = cli("eval", "--run-dir", str(run), "--tasks", "20", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["curve"] == trained["curve"]  # the same episodes from eval as from train

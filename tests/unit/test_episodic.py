@@ -86,3 +86,48 @@ def test_errors_name_the_numbers(store_dir):
         family("", ways=2).spec(0, "train", 0, 0)
     with pytest.raises(UserError, match="holds omniglot, but the config's task.name is cifarfs"):
         family(store_dir, name="cifarfs").spec(0, "train", 0, 0)
+
+
+@pytest.fixture(scope="module")
+def alphabets_dir(tmp_path_factory):
+    """Three test alphabets of 2, 4 and 5 characters, and a train alphabet of 3 (with rotation classes)."""
+    rng = np.random.default_rng(1)
+    sizes = {"Train": 3, "Small": 2, "Mid": 4, "Big": 5}
+    keys = [(a, f"{a}/c{c}") for a, n in sizes.items() for c in range(n)]
+    rows = [ImageRow(k, rng.integers(0, 256, (8, 8, 1), dtype=np.uint8), a, k, d) for a, k in keys for d in range(3)]
+    splits = {k: ([("train", r) for r in range(4)] if a == "Train" else [("test", 0)]) for a, k in keys}
+    return write_store(tmp_path_factory.mktemp("alph") / "s", iter(rows), dataset="omniglot",
+                       split_name="background", image_shape=(1, 8, 8), class_splits=splits, rotations=True)
+
+
+def test_within_alphabet_episodes_draw_every_class_from_one_eligible_alphabet(alphabets_dir):
+    fam = family(alphabets_dir, ways=4, shots=1, num_query=1, within_alphabet="true")
+    alphabet = fam.store.class_alphabets()
+    drawn = set()
+    for i in range(40):
+        spec = fam.spec(3, "test", 0, i)
+        groups = {alphabet[c] for c in spec.classes}
+        assert len(groups) == 1 and len(set(spec.classes)) == 4
+        drawn |= groups
+    assert drawn == {"Mid", "Big"}  # "Small" has too few characters for 4-way episodes
+    assert fam.spec(3, "test", 0, 5) == family(alphabets_dir, ways=4, shots=1, num_query=1,
+                                               within_alphabet="true").spec(3, "test", 0, 5)
+    # training rotation classes belong to their character's alphabet; evaluation may switch it off
+    assert {alphabet[c] for c in fam.spec(3, "train", 1, 0, ways=10).classes} == {"Train"}
+    mixed = [{alphabet[c] for c in fam.spec(3, "test", 0, i, within_alphabet=False).classes} for i in range(20)]
+    assert any(len(g) > 1 for g in mixed)
+
+
+def test_within_alphabet_errors_name_the_fix(alphabets_dir, tmp_path):
+    fam = family(alphabets_dir, ways=6, shots=1, num_query=1, within_alphabet="true")
+    with pytest.raises(UserError, match="within-alphabet 6-way episodes need an alphabet with 6 classes.*largest.*5"):
+        fam.spec(0, "test", 0, 0)
+    rows = [ImageRow(f"c{c}", np.zeros((8, 8, 1), np.uint8), "", f"c{c}", d) for c in range(3) for d in range(2)]
+    plain = write_store(tmp_path / "plain", iter(rows), dataset="images", split_name="custom",
+                        image_shape=(1, 8, 8), class_splits={f"c{c}": [("test", 0)] for c in range(3)},
+                        rotations=False)
+    cfg = config_mod.load(None, ["task.name=images", "task.ways=2", "task.within_alphabet=true"])
+    with pytest.raises(UserError, match="records no alphabet"):
+        tasks.build(cfg, str(plain)).spec(0, "test", 0, 0)
+    with pytest.raises(UserError, match="task.within_alphabet applies to image task stores"):
+        config_mod.validate(config_mod.load(None, ["task.name=sinusoid", "task.within_alphabet=true"]))

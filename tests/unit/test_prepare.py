@@ -244,3 +244,29 @@ CIFARFS_TRAIN = ("dolphin", "seal", "aquarium_fish", "ray", "trout", "orchid", "
                  "possum", "raccoon", "skunk", "lobster", "spider", "boy", "girl", "dinosaur", "lizard", "snake",
                  "turtle", "hamster", "mouse", "rabbit", "shrew", "squirrel", "oak_tree", "palm_tree", "pine_tree",
                  "willow_tree", "bus", "train", "lawn_mower", "streetcar", "tank")
+
+
+def test_omniglot_background_split_holds_out_whole_alphabets(tmp_path):
+    """Lake et al.'s split: evaluation alphabets test, one seeded background alphabet validates."""
+    src = tmp_path / "lake"
+    src.mkdir()
+    background = {"Alpha": 3, "Beta": 2, "Delta": 2}
+    write_zip(src / "images_background.zip", members("images_background", background))
+    write_zip(src / "images_evaluation.zip", members("images_evaluation", EVALUATION))
+
+    def assignment(seed, name):
+        store = open_store(run("omniglot", src, tmp_path / name, split="background", seed=seed))
+        assert store.manifest["split"] == "background" and store.manifest["split_seed"] == seed
+        return {store.class_keys[i]: store.class_split[i] for i in range(len(store.class_keys))}
+
+    a = assignment(1, "a")
+    assert a == assignment(1, "b")
+    assert {k for k, s in a.items() if s == "test"} == {f"{k}/rot000" for k in keys(EVALUATION)}
+    val = {k.split("/")[0] for k, s in a.items() if s == "val"}
+    train = {k.split("/")[0] for k, s in a.items() if s == "train"}
+    assert len(val) == 1 and val | train == set(background) and not val & train
+    assert all(k.endswith("rot000") for k, s in a.items() if s != "train")
+    assert sum(s == "train" for s in a.values()) == 4 * sum(background[x] for x in train)
+    seeds = {frozenset(k.split("/")[0] for k, s in assignment(seed, f"s{seed}").items() if s == "val")
+             for seed in range(2, 8)}
+    assert len(seeds) > 1  # the held-out alphabet follows --seed
