@@ -1,7 +1,9 @@
 """Reptile (Nichol, Achiam & Schulman 2018, "On First-Order Meta-Learning Algorithms").
 
 Each task runs `inner_steps` steps of SGD or Adam (beta1 = 0, the paper's Omniglot setting) on its
-support data, in minibatches of `inner_batch_size` that cycle through the data in a fixed order; its
+support data, in minibatches of `inner_batch_size` that cycle through the data in a fixed order (for
+classification, shot by shot across the classes, so that a minibatch of a 10-shot support set holds every
+class, as the paper's shuffled minibatches do, and never one class alone); its
 update is the pseudo-gradient theta - phi. The runtime averages that over the meta-batch and the
 outer optimizer (SGD with the outer step size, annealed linearly in the paper) applies it:
 theta <- theta - eps * mean(theta - phi) = theta + eps * mean(phi - theta). A chunk's tasks adapt
@@ -20,16 +22,29 @@ Params = dict[str, torch.Tensor]
 ADAM_BETA2, ADAM_EPS = 0.999, 1e-8
 
 
+def minibatch_order(y: torch.Tensor) -> list[int]:
+    """The order in which minibatches cycle through one task's examples: for class labels, each class's
+    first example, then each class's second, and so on (stable); for regression targets, as given."""
+    if y.is_floating_point():
+        return list(range(len(y)))
+    rank = torch.zeros_like(y)
+    for c in y.unique():
+        members = y == c
+        rank[members] = torch.arange(int(members.sum()))
+    return torch.sort(rank, stable=True).indices.tolist()
+
+
 class Reptile(MetaAlgorithm):
     def inner_loop(self, fast: Params, x, y, steps: int, lr: float, on_step=None) -> Params:
         """Per-task SGD or Adam(beta1=0) on minibatches of (x, y); `fast` is stacked per task.
         `on_step(i, fast)` sees the parameters after each step (evaluation curves, in one pass)."""
         n = x.shape[1]
         bs = self.cfg.inner_batch_size or n
+        order = minibatch_order(y[0])
         second = {k: torch.zeros_like(v) for k, v in fast.items()}
         names = list(self.model_params(fast))
         for i in range(steps):
-            idx = [((i * bs) + j) % n for j in range(bs)]
+            idx = [order[((i * bs) + j) % n] for j in range(bs)]
             fast = {k: v.detach().requires_grad_() for k, v in fast.items()}
             loss = self.task_losses(fast, x[:, idx], y[:, idx]).sum()
             grads = dict(zip(names, torch.autograd.grad(loss, [fast[k] for k in names], allow_unused=True)))

@@ -115,6 +115,15 @@ def test_reptile_update_is_theta_minus_phi_of_inner_sgd():
         torch.testing.assert_close(out.grads[k], expected[k], rtol=1e-4, atol=1e-6)
 
 
+def test_reptile_minibatches_interleave_the_classes():
+    from meta_dist.algorithms.reptile import minibatch_order
+
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])  # a class-major 3-way 3-shot support set
+    assert minibatch_order(y) == [0, 3, 6, 1, 4, 7, 2, 5, 8]  # every minibatch of 3 holds each class once
+    assert minibatch_order(torch.tensor([0, 1, 2, 3])) == [0, 1, 2, 3]  # 1-shot: as given
+    assert minibatch_order(torch.tensor([[0.5], [-1.0], [2.0]]).squeeze(1)) == [0, 1, 2]  # regression: as given
+
+
 @pytest.mark.parametrize("name", ["maml", "fomaml", "reptile"])
 def test_vectorized_and_loop_paths_agree(name):
     _, _, fast_alg, params, specs = setup(f"algorithm.name={name}")
