@@ -93,6 +93,10 @@ class AlgorithmConfig:
     nn.Linear, e.g. `head` of the built-in networks)."""
     distance: str = "euclidean"
     """Metric methods: euclidean (squared) | cosine."""
+    metric_scale: float = 1.0
+    """Metric methods: the similarities are multiplied by this before the softmax (metric scaling, Oreshkin et al.
+    2018). Cosine similarities lie in [-1, 1], so at 1 (the papers' setting) the softmax over the support set stays
+    nearly flat and Matching Networks learn slowly."""
     vmap: bool = True
     """Vectorize the inner loop over the tasks of a chunk with torch.func.vmap where possible."""
 
@@ -264,7 +268,7 @@ POSITIVE = ("steps", "task.ways", "task.shots", "task.num_query", "algorithm.inn
             "algorithm.meta_batch_size", "runtime.threads_per_worker", "runtime.chunk_size",
             "checkpoint.every", "checkpoint.keep", "eval.num_tasks", "eval.num_query",
             "rl.horizon", "rl.num_episodes", "runtime.max_bad_steps", "rl.num_trials", "rl.num_arms",
-            "rl.num_pulls", "rl.reward_scale")
+            "rl.num_pulls", "rl.reward_scale", "algorithm.metric_scale")
 NON_NEGATIVE = ("seed", "time_budget_s", "runtime.num_workers", "runtime.num_gpus_per_worker",
                 "runtime.num_gpu_workers", "runtime.staleness", "algorithm.inner_lr", "algorithm.meta_lr",
                 "algorithm.inner_batch_size", "algorithm.meta_lr_decay_every", "eval.inner_steps",

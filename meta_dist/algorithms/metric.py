@@ -65,6 +65,10 @@ class MetricAlgorithm(MetaAlgorithm):
         e = forward_with_stats(self, params, x, None if transductive else ns, per_task_params=False)
         return e[:, :ns], e[:, ns:]
 
+    def similarity(self, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """[T, Nq, Ns] similarities by the configured distance, times `algorithm.metric_scale`."""
+        return self.cfg.metric_scale * similarity(self.cfg.distance, q, s)
+
     @staticmethod
     def ways_of(b: TaskBatch) -> int:
         return int(b.support_y.max()) + 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from meta_dist.algorithms.metric import MetricAlgorithm, similarity
+from meta_dist.algorithms.metric import MetricAlgorithm
 
 
 def prototypes(support: torch.Tensor, support_y: torch.Tensor, ways: int) -> torch.Tensor:
@@ -20,4 +20,4 @@ def prototypes(support: torch.Tensor, support_y: torch.Tensor, ways: int) -> tor
 
 class ProtoNet(MetricAlgorithm):
     def scores(self, params, support, support_y, query, ways):
-        return similarity(self.cfg.distance, query, prototypes(support, support_y, ways))
+        return self.similarity(query, prototypes(support, support_y, ways))

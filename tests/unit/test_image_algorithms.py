@@ -159,3 +159,18 @@ def test_support_statistics_keep_queries_independent():
     with_others = net(torch.cat([support, q1, q2]), stats_rows=4)[4]
     assert torch.allclose(alone, with_others, atol=1e-6)
     assert not torch.allclose(net(torch.cat([support, q1, q2]))[4], with_others, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["protonet", "matchingnet"])
+def test_metric_scale_multiplies_the_similarities(store_dir, name):
+    _, family, plain = setup(store_dir, name, "algorithm.distance=cosine")
+    _, _, scaled = setup(store_dir, name, "algorithm.distance=cosine", "algorithm.metric_scale=10")
+    params = plain.init_params(0)
+    b = family.materialize(family.specs(0, "train", 1, 2))
+    support, query = plain.embed(params, b, transductive=True)
+    cosine = torch.nn.functional.cosine_similarity(query.unsqueeze(2), support.unsqueeze(1), dim=-1)
+    torch.testing.assert_close(plain.similarity(query, support), cosine)
+    torch.testing.assert_close(scaled.similarity(query, support), 10 * cosine)
+    # a sharper softmax: the scaled scores separate the classes further than the paper's unscaled ones
+    spread = lambda alg: float(alg.scores(params, support, b.support_y, query, 3).std(-1).mean())  # noqa: E731
+    assert spread(scaled) > spread(plain)
