@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from meta_dist.bench_report import compare, format_table
 from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import UserError
+from meta_dist.provenance import hardware
 from meta_dist.tasks.names import IMAGE_DATASETS, IMAGE_TASKS, RL_TASKS
 from meta_dist.tasks.spec import TaskFamily, derive_seed
 
@@ -207,18 +206,13 @@ def describe(config: Config, data_label: str, session, num_params: int) -> dict:
     from meta_dist.runtime import placement
 
     a, t, m = config.algorithm, config.task, config.model
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     return {"config": config.name, "algorithm": a.name, "first_order": a.first_order or a.name == "fomaml",
             "task": t.name, "ways": t.ways, "shots": t.shots, "num_query": t.num_query,
             "meta_batch_size": a.meta_batch_size, "inner_steps": a.inner_steps, "chunk_size": config.runtime.chunk_size,
             "threads_per_worker": config.runtime.threads_per_worker, "model": m.name, "num_params": num_params, "data": data_label,
             "driver_worker": placement.driver_computes(config, session), "compiled_graph": placement.compiled_may_apply(config),
             "reference_threads": torch.get_num_threads(), "device": "cuda" if config.runtime.num_gpu_workers else "cpu",
-            "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-                         "ray": importlib.metadata.version("ray"), "python": platform.python_version()}}
+            "hardware": hardware()}
 
 
 _START = time.monotonic()

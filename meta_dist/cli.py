@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(sub)
     _add_tune_parser(sub)
 
+    report = sub.add_parser("report", help="a results table (markdown) and learning curves from run directories")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+    report.add_argument("--out", help="write the markdown table here (default: stdout)")
+    report.add_argument("--figure", help="also draw every run's meta-training loss against time into this PNG")
+
     bench = sub.add_parser("bench", help="tasks/s at each worker count against the single-process reference loop")
     bench.add_argument("--config", default="omniglot_maml", help="workload config NAME or PATH")
     bench.add_argument("--workers", default="1,2", help="comma-separated worker counts, e.g. 1,2")
@@ -324,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_tune(args)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "report":
+            from meta_dist import report
+
+            return report.main(args)
         if args.command == "submit":
             return cmd_submit(args, _submit_train_argv(argv))
         return cmd_jobs(args)

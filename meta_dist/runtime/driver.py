@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from meta_dist import checkpoint, config as config_mod
+from meta_dist import checkpoint, config as config_mod, provenance
 from meta_dist.components import Components, build as build_components
 from meta_dist.config import Config
 from meta_dist.errors import NonFiniteError, UserError
@@ -124,7 +124,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex[:12]
         atomic_write_text(cfg_path, config_mod.dump(config))
-        record = {"run_id": self.run_id, "objects": list(self.components.given)}
+        record = {"run_id": self.run_id, "objects": list(self.components.given), **provenance.record()}
         family = self.components.family
         if hasattr(family, "versions"):  # e.g. Meta-World's package and reward-function versions
             record["environment"] = family.versions()

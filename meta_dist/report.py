@@ -1,0 +1,120 @@
+"""`meta-dist report`: a results table (markdown) and a learning-curve figure from run directories.
+
+Every number comes from files a run wrote: config.yaml (what was trained), metrics.parquet (meta-steps
+and training time), eval.json (the evaluation) and run.json (the command, meta-dist's commit and the
+machine). The published figure for the same algorithm and task stands beside each measured one, so a
+results table is regenerated from runs instead of typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from meta_dist import config as config_mod
+from meta_dist.errors import UserError
+from meta_dist.metrics import FILE as METRICS
+from meta_dist.references import reference_for
+
+NEEDED = ("config.yaml", "eval.json", METRICS)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_dir: Path
+    config: config_mod.Config
+    eval: dict
+    steps: list[int]
+    train_s: list[float]
+    """Seconds of meta-training at each row of metrics.parquet (the sum of step times)."""
+    losses: list[float]
+    origin: dict
+    """run.json's command, commit and hardware ({} for a run that recorded none)."""
+
+
+def summarize(run_dir: str | Path) -> RunSummary:
+    run_dir = Path(run_dir)
+    missing = [name for name in NEEDED if not (run_dir / name).is_file()]
+    if missing:
+        raise UserError(f"'{run_dir}' is not a finished run directory (no {', '.join(missing)}); pass directories "
+                        f"that `meta-dist train` completed")
+    try:
+        result = json.loads((run_dir / "eval.json").read_text())
+        table = pq.read_table(run_dir / METRICS, columns=["step", "step_time_s", "meta_loss"]).to_pydict()
+    except (ValueError, OSError) as e:
+        raise UserError(f"'{run_dir}': cannot read its eval.json or {METRICS} ({str(e).splitlines()[0]})") from None
+    run_json = run_dir / "run.json"
+    origin = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    elapsed, total = [], 0.0
+    for t in table["step_time_s"]:
+        total += t
+        elapsed.append(total)
+    return RunSummary(run_dir, config_mod.load(str(run_dir / "config.yaml")), result, table["step"], elapsed,
+                      table["meta_loss"], origin)
+
+
+def measured(result: dict) -> str:
+    """The headline with its CI and unit, the episode shape, and the adaptation steps it was read at."""
+    unit = result.get("unit", "")
+    text = f"{result['mean']:.4g}{unit} ± {result['ci95']:.2g}"
+    shape = [f"{result['ways']}-way {result['shots']}-shot"] if "ways" in result else []
+    if result.get("within_alphabet"):
+        shape.append("within one alphabet")
+    if result["metric"] != "return" and len(result.get("curve", [])) > 1:
+        shape.append(f"after {result['inner_steps']} steps")
+    shape.append(f"{result['tasks']} {result['split']} tasks")
+    return f"**{text}** ({', '.join(shape)})"
+
+
+def markdown(runs: list[RunSummary]) -> str:
+    lines = ["| run | algorithm, task | training | result | paper | command | commit |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        c = r.config
+        hw = r.origin.get("hardware", {})
+        where = f"{hw['cpu']}, {hw['cores']} cores" if hw else "machine not recorded"
+        training = f"{r.steps[-1]:,} steps, {r.train_s[-1]:.0f} s ({where})" if r.steps else "no steps"
+        cells = [f"`{r.run_dir.name}`", f"{c.algorithm.name}, {c.task.name}", training, measured(r.eval),
+                 reference_for(c) or "", f"`{r.origin['command']}`" if r.origin.get("command") else "",
+                 r.origin.get("commit", "")]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(runs: list[RunSummary], out: Path) -> Path:
+    """Each run's meta-training loss (moving mean over a fiftieth of its steps) against training time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        window = max(1, len(r.losses) // 50)
+        smooth = [sum(r.losses[max(0, i - window + 1): i + 1]) / min(window, i + 1) for i in range(len(r.losses))]
+        ax.plot(r.train_s, smooth, label=f"{r.run_dir.name} ({r.config.algorithm.name})")
+    ax.set_xlabel("meta-training time (s)")
+    ax.set_ylabel("meta-training loss (moving mean)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    runs = [summarize(d) for d in args.run_dirs]
+    table = markdown(runs)
+    if args.out:
+        Path(args.out).write_text(table)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(table, end="")
+    if args.figure:
+        print(f"wrote {figure(runs, Path(args.figure))}", file=sys.stderr)
+    return 0

@@ -1,0 +1,47 @@
+"""`meta-dist report` over real (tiny, in-process) run directories: the table's figures are the runs'
+own, with the paper's beside them, the command, commit and machine each run recorded; a figure; and the
+one-line error for a directory that is not a finished run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from meta_dist import cli, provenance
+from meta_dist.references import reference_for
+from meta_dist.report import summarize
+from tests.helpers.runs import train
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    for name, algorithm in (("maml_run", "maml"), ("reptile_run", "reptile")):
+        train(root / name, "runtime.backend=local", "steps=4", f"algorithm.name={algorithm}")
+    return root
+
+
+def test_the_table_holds_each_runs_own_figures(runs, tmp_path, capsys):
+    out = tmp_path / "results.md"
+    assert cli.main(["report", str(runs / "maml_run"), str(runs / "reptile_run"), "--out", str(out),
+                     "--figure", str(tmp_path / "curves.png")]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| run | algorithm, task |")
+    for line, name in zip(lines[2:], ("maml_run", "reptile_run")):
+        result = json.loads((runs / name / "eval.json").read_text())
+        summary = summarize(runs / name)
+        assert f"`{name}`" in line and f"**{result['mean']:.4g} ± {result['ci95']:.2g}**" in line
+        assert "4 steps" in line and reference_for(summary.config).split("|")[0].strip() in line
+        assert summary.origin["hardware"]["cpu"] in line and summary.steps == [1, 2, 3, 4]
+    origin = summarize(runs / "maml_run").origin
+    assert origin["commit"] == provenance.source_commit() and origin["hardware"]["cores"] >= 1
+    assert origin["command"] and origin["meta_dist"]
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_directory_that_is_not_a_finished_run_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.yaml").write_text("steps: 3\n")
+    assert cli.main(["report", str(tmp_path / "half")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a finished run directory (no eval.json, metrics.parquet)" in err[0]
