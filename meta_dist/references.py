@@ -26,7 +26,13 @@ _REFERENCES = {
                                 "oracle 443 (Finn et al. 2017, Sec. 5.3)",
     ("bandits", "rl2"): "Bernoulli bandits, 10 pulls, 5 arms: RL^2 6.7, Gittins 6.6, random 5.0 (Duan et al. 2016)",
 }
+# Omniglot's 20-way 1-shot episodes within one evaluation alphabet (Lake et al.'s background split), for any
+# algorithm evaluated that way (eval.within_alphabet).
+WITHIN_ALPHABET = ("Omniglot 20-way 1-shot within an evaluation alphabet: humans 95.5% (Lake et al. 2015), "
+                   "siamese networks 92.0% (Koch et al. 2015)")
 
 
 def reference_for(config: Config) -> str:
+    if config.eval.within_alphabet and config.task.name == "omniglot":
+        return WITHIN_ALPHABET
     return _REFERENCES.get((config.task.name, config.algorithm.name), "")

@@ -71,17 +71,31 @@ def measured(result: dict) -> str:
 
 
 def markdown(runs: list[RunSummary]) -> str:
-    lines = ["| run | algorithm, task | training | result | paper | command | commit |", "|---|---|---|---|---|---|---|"]
+    """The table, then one line per distinct commit and machine naming the runs made there."""
+    lines = ["| run | algorithm, task | training | result | paper | command |", "|---|---|---|---|---|---|"]
+    origins: dict[str, list[str]] = {}
     for r in runs:
         c = r.config
-        hw = r.origin.get("hardware", {})
-        where = f"{hw['cpu']}, {hw['cores']} cores" if hw else "machine not recorded"
-        training = f"{r.steps[-1]:,} steps, {r.train_s[-1]:.0f} s ({where})" if r.steps else "no steps"
+        training = f"{r.steps[-1]:,} steps, {r.train_s[-1]:.0f} s" if r.steps else "no steps"
+        command = r.origin.get("command")
         cells = [f"`{r.run_dir.name}`", f"{c.algorithm.name}, {c.task.name}", training, measured(r.eval),
-                 reference_for(c) or "", f"`{r.origin['command']}`" if r.origin.get("command") else "",
-                 r.origin.get("commit", "")]
+                 reference_for(c), f"`{command}`" if command else "not recorded"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        origins.setdefault(origin_text(r.origin), []).append(f"`{r.run_dir.name}`")
+    lines.append("")
+    for origin, names in origins.items():
+        lines.append(f"{origin}: {', '.join(names)}.")
     return "\n".join(lines) + "\n"
+
+
+def origin_text(origin: dict) -> str:
+    """'commit C on CPU, N cores (torch T, ray R)' from run.json, or what of it was recorded."""
+    hw = origin.get("hardware")
+    commit = f"commit `{origin['commit']}`" if origin.get("commit") else "commit not recorded"
+    if not hw:
+        return f"{commit}, machine not recorded"
+    gpu = f", {hw['gpu']}" if hw.get("gpu") else ""
+    return f"{commit} on {hw['cpu']}, {hw['cores']} cores{gpu} (torch {hw['torch']}, ray {hw['ray']})"
 
 
 def figure(runs: list[RunSummary], out: Path) -> Path:

@@ -26,16 +26,19 @@ def test_the_table_holds_each_runs_own_figures(runs, tmp_path, capsys):
     assert cli.main(["report", str(runs / "maml_run"), str(runs / "reptile_run"), "--out", str(out),
                      "--figure", str(tmp_path / "curves.png")]) == 0
     lines = out.read_text().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("| run | algorithm, task |")
-    for line, name in zip(lines[2:], ("maml_run", "reptile_run")):
+    assert len(lines) == 6 and lines[0].startswith("| run | algorithm, task |") and lines[4] == ""
+    for line, name in zip(lines[2:4], ("maml_run", "reptile_run")):
         result = json.loads((runs / name / "eval.json").read_text())
         summary = summarize(runs / name)
         assert f"`{name}`" in line and f"**{result['mean']:.4g} ± {result['ci95']:.2g}**" in line
-        assert "4 steps" in line and reference_for(summary.config).split("|")[0].strip() in line
-        assert summary.origin["hardware"]["cpu"] in line and summary.steps == [1, 2, 3, 4]
+        assert "4 steps" in line and reference_for(summary.config) in line and summary.steps == [1, 2, 3, 4]
+        assert f"`{summary.origin['command']}`" in line
     origin = summarize(runs / "maml_run").origin
     assert origin["commit"] == provenance.source_commit() and origin["hardware"]["cores"] >= 1
     assert origin["command"] and origin["meta_dist"]
+    # both runs share a commit and a machine: one line names them
+    assert lines[5].startswith(f"commit `{origin['commit']}` on {origin['hardware']['cpu']}")
+    assert lines[5].endswith("`maml_run`, `reptile_run`.")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
