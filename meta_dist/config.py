@@ -208,6 +208,8 @@ def validate(config: Config) -> Config:
         key = "task.within_alphabet" if t.within_alphabet else "eval.within_alphabet"
         raise UserError(f"{key} applies to image task stores (task.name: {' | '.join(IMAGE_TASKS)}), "
                         f"not to task '{t.name}'; remove it")
+    if t.episodes == "meta_dataset":
+        _check_meta_dataset(config, IMAGE_TASKS)
     if config.algorithm.meta_lr_schedule == "step" and config.algorithm.meta_lr_decay_every <= 0:
         raise UserError("algorithm.meta_lr_schedule 'step' needs algorithm.meta_lr_decay_every > 0")
     if config.eval.inner_steps > config.eval.max_inner_steps:
@@ -222,6 +224,19 @@ def validate(config: Config) -> Config:
     if r.num_workers and r.num_gpu_workers > r.num_workers:
         raise UserError(f"runtime.num_gpu_workers ({r.num_gpu_workers}) exceeds runtime.num_workers ({r.num_workers})")
     return config
+
+
+def _check_meta_dataset(config: Config, image_tasks: tuple[str, ...]) -> None:
+    from meta_dist.tasks.meta_dataset import MIN_WAYS
+
+    if config.task.name not in image_tasks:
+        raise UserError(f"task.episodes meta_dataset draws image episodes; task.name must be one of "
+                        f"{' | '.join(image_tasks)}, not '{config.task.name}'")
+    if config.runtime.chunk_size != 1:
+        raise UserError(f"Meta-Dataset episodes differ in shape, so each is its own chunk: set "
+                        f"runtime.chunk_size=1 (it is {config.runtime.chunk_size})")
+    if config.task.max_ways < MIN_WAYS:
+        raise UserError(f"task.max_ways must be at least {MIN_WAYS} for Meta-Dataset episodes, got {config.task.max_ways}")
 
 
 def with_overrides(config: Config, **sections) -> Config:

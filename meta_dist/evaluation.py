@@ -39,6 +39,8 @@ def eval_curves(algorithm, params: dict[str, torch.Tensor], specs: Sequence[Task
                 settings: EvalSettings) -> torch.Tensor:
     """One chunk's per-task metric after 0..max_inner_steps steps ([tasks, S]), in eval mode, the torch
     random state seeded from the chunk (and the caller's left as it was)."""
+    if getattr(algorithm.family, "variable_shapes", False) and len(specs) > 1:  # episodes of differing shapes
+        return torch.cat([eval_curves(algorithm, params, [spec], settings) for spec in specs])
     algorithm.model.eval()  # dropout off; batch norm keeps batch statistics (models/__init__.py)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed("eval", specs[0].seed))

@@ -24,7 +24,7 @@ BUILTIN = {
     "task": TASKS,
     "model": ("mlp", "conv4", "conv4_strided", "resnet12", "policy_mlp", "policy_gru"),
     "algorithm": ("maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet", "siamese",
-                  "maml_rl", "rl2"),
+                  "proto_maml", "maml_rl", "rl2"),
 }
 GROUPS = {"task": "meta_dist.tasks", "model": "meta_dist.models", "algorithm": "meta_dist.algorithms"}
 KEYS = {"task": "task.name", "model": "model.name", "algorithm": "algorithm.name"}

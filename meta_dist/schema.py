@@ -29,6 +29,15 @@ class TaskConfig:
     """Omniglot class split recorded in the store: vinyals | random | background (informational check)."""
     augment_rotations: bool = True
     """Image tasks: apply the store's 0/90/180/270 rotation classes."""
+    episodes: str = "fixed"
+    """Image tasks: fixed (N-way K-shot with `ways`, `shots`, `num_query`) | meta_dataset (Meta-Dataset's
+    variable-way, variable-shot, class-imbalanced episodes over `sources`, Triantafillou et al. 2020; needs
+    runtime.chunk_size 1)."""
+    sources: dict = field(default_factory=dict)
+    """Meta-Dataset episodes: the task stores to draw from, {NAME: PATH} or {NAME: {path: PATH, weight: W}}, a
+    source picked per episode with probability proportional to its weight ({}: the one store of `--data`)."""
+    max_ways: int = 50
+    """Meta-Dataset episodes: the most ways of an episode (ways are uniform in [5, min(max_ways, classes)])."""
     within_alphabet: bool = False
     """Image tasks: draw all classes of a training episode from one alphabet (Lake et al.'s harder one-shot
     setting); the alphabet is picked uniformly among those with at least `ways` classes in the split."""
@@ -66,7 +75,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class AlgorithmConfig:
     name: str = "maml"
-    """maml | fomaml | reptile | metasgd | anil | protonet | matchingnet | siamese | maml_rl | rl2, a plug-in's
+    """maml | fomaml | reptile | metasgd | anil | protonet | matchingnet | siamese | proto_maml (fo-Proto-MAML) |
+    maml_rl | rl2, a plug-in's
     entry-point name, or an import path "module.path:attr" naming a `MetaAlgorithm` subclass."""
     inner_lr: float = 0.01
     """Inner-loop (adaptation) step size alpha."""
@@ -254,6 +264,7 @@ class Config:
 # registry checks them.
 CHOICES = {
     "task.split": ("vinyals", "random", "background"),
+    "task.episodes": ("fixed", "meta_dataset"),
     "model.activation": ("relu", "tanh"),
     "algorithm.inner_optimizer": ("sgd", "adam"),
     "algorithm.meta_optimizer": ("adam", "sgd"),

@@ -18,6 +18,7 @@ BUILTIN = {
     "reptile": "meta_dist.algorithms.reptile:Reptile", "metasgd": "meta_dist.algorithms.metasgd:MetaSGD",
     "anil": "meta_dist.algorithms.anil:ANIL", "protonet": "meta_dist.algorithms.protonet:ProtoNet",
     "matchingnet": "meta_dist.algorithms.matching:MatchingNet", "siamese": "meta_dist.algorithms.siamese:Siamese",
+    "proto_maml": "meta_dist.algorithms.proto_maml:ProtoMAML",
 }
 
 

@@ -20,6 +20,9 @@ def _builtin(config: Config, data_dir: str | None) -> TaskFamily:
     if name == "sinusoid":
         from meta_dist.tasks.sinusoid import SinusoidTasks
         return SinusoidTasks(config.task)
+    if name in IMAGE_TASKS and config.task.episodes == "meta_dataset":
+        from meta_dist.tasks.meta_dataset import MetaDatasetEpisodes
+        return MetaDatasetEpisodes(config.task, data_dir or config.task.data_dir)
     if name in IMAGE_TASKS:
         from meta_dist.tasks.episodic import EpisodicTasks
         return EpisodicTasks(config.task, data_dir or config.task.data_dir)

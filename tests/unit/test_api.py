@@ -53,7 +53,7 @@ def test_adapt_agrees_with_the_evaluation_routine_on_regression(sinusoid_run, st
     assert torch.equal(predictor.predict(b.query_x[0]), predictor(b.query_x[0]))
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "reptile", "protonet", "matchingnet", "metasgd", "anil"])
+@pytest.mark.parametrize("algorithm", ["maml", "reptile", "protonet", "matchingnet", "metasgd", "anil", "proto_maml"])
 def test_adapt_labels_a_new_task_for_every_family(tmp_path, algorithm):
     overrides = {**FAST, "algorithm.name": algorithm, "algorithm.inner_lr": 0.5, "algorithm.meta_lr": 0.01}
     result = meta_dist.train(overrides=overrides, task=Blobs(ways=3, shots=5), model=embedder, backend="local",

@@ -12,7 +12,7 @@ from meta_dist.algorithms.protonet import prototypes
 from meta_dist.models.conv4 import Conv4
 from meta_dist.tasks.store import ImageRow, write_store
 
-GRADIENT = ("maml", "fomaml", "reptile", "metasgd", "anil")
+GRADIENT = ("maml", "fomaml", "reptile", "metasgd", "anil", "proto_maml")
 METRIC = ("protonet", "matchingnet", "siamese")
 ALL = GRADIENT + METRIC
 
