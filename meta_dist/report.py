@@ -8,6 +8,7 @@ results table is regenerated from runs instead of typed by hand.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -49,25 +50,27 @@ def summarize(run_dir: str | Path) -> RunSummary:
         raise UserError(f"'{run_dir}': cannot read its eval.json or {METRICS} ({str(e).splitlines()[0]})") from None
     run_json = run_dir / "run.json"
     origin = json.loads(run_json.read_text()) if run_json.is_file() else {}
-    elapsed, total = [], 0.0
-    for t in table["step_time_s"]:
-        total += t
-        elapsed.append(total)
-    return RunSummary(run_dir, config_mod.load(str(run_dir / "config.yaml")), result, table["step"], elapsed,
-                      table["meta_loss"], origin)
+    return RunSummary(run_dir, config_mod.load(str(run_dir / "config.yaml")), result, table["step"],
+                      list(itertools.accumulate(table["step_time_s"])), table["meta_loss"], origin)
 
 
 def measured(result: dict) -> str:
-    """The headline with its CI and unit, the episode shape, and the adaptation steps it was read at."""
+    """The headline with its CI at its adaptation step, the curve's ends beside it, the episode shape."""
     unit = result.get("unit", "")
-    text = f"{result['mean']:.4g}{unit} ± {result['ci95']:.2g}"
+    episodes = result.get("curve_axis") == "episodes"
+    where = lambda n: f"at episode {n + 1}" if episodes else f"after {n} step{'' if n == 1 else 's'}"  # noqa: E731
+    text = f"**{result['mean']:.4g}{unit} ± {result['ci95']:.2g}**"
+    curve = result.get("curve", [])
+    if len(curve) > 1:
+        text += f" {where(result['inner_steps'])}"
+        ends = [p for p in (curve[0], curve[-1]) if p["inner_steps"] != result["inner_steps"]]
+        if ends:
+            text += " (" + ", ".join(f"{p['mean']:.4g}{unit} {where(p['inner_steps'])}" for p in ends) + ")"
     shape = [f"{result['ways']}-way {result['shots']}-shot"] if "ways" in result else []
     if result.get("within_alphabet"):
         shape.append("within one alphabet")
-    if result["metric"] != "return" and len(result.get("curve", [])) > 1:
-        shape.append(f"after {result['inner_steps']} steps")
     shape.append(f"{result['tasks']} {result['split']} tasks")
-    return f"**{text}** ({', '.join(shape)})"
+    return f"{text}; {', '.join(shape)}"
 
 
 def markdown(runs: list[RunSummary]) -> str:

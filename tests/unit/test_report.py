@@ -48,3 +48,18 @@ def test_a_directory_that_is_not_a_finished_run_is_a_one_line_error(tmp_path, ca
     assert cli.main(["report", str(tmp_path / "half")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a finished run directory (no eval.json, metrics.parquet)" in err[0]
+
+
+def test_the_result_cell_names_the_adaptation_steps_and_the_curves_ends():
+    from meta_dist.report import measured
+
+    curve = [{"inner_steps": i, "mean": m} for i, m in enumerate([2.9, 0.359, 0.2, 0.1])]
+    mse = {"metric": "mse", "mean": 0.359, "ci95": 0.033, "inner_steps": 1, "curve": curve, "tasks": 600,
+           "split": "test", "shots": 10}
+    assert measured(mse) == "**0.359 ± 0.033** after 1 step (2.9 after 0 steps, 0.1 after 3 steps); 600 test tasks"
+    protonet = {"metric": "accuracy", "unit": "%", "mean": 97.42, "ci95": 0.29, "inner_steps": 0,
+                "curve": curve[:1], "tasks": 600, "split": "test", "ways": 20, "shots": 1, "within_alphabet": True}
+    assert measured(protonet) == "**97.42% ± 0.29**; 20-way 1-shot, within one alphabet, 600 test tasks"
+    rl2 = {"metric": "return", "mean": 6.2, "ci95": 0.1, "inner_steps": 1, "curve": curve[:2], "tasks": 9,
+           "split": "test", "curve_axis": "episodes"}
+    assert measured(rl2) == "**6.2 ± 0.1** at episode 2 (2.9 at episode 1); 9 test tasks"
