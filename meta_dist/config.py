@@ -235,6 +235,9 @@ def _check_meta_dataset(config: Config, image_tasks: tuple[str, ...]) -> None:
     if config.runtime.chunk_size != 1:
         raise UserError(f"Meta-Dataset episodes differ in shape, so each is its own chunk: set "
                         f"runtime.chunk_size=1 (it is {config.runtime.chunk_size})")
+    if config.task.within_alphabet or config.eval.within_alphabet:
+        raise UserError("within-alphabet episodes are fixed N-way episodes; Meta-Dataset episodes (task.episodes "
+                        "meta_dataset) draw their classes from the whole split: drop within_alphabet")
     if config.task.max_ways < MIN_WAYS:
         raise UserError(f"task.max_ways must be at least {MIN_WAYS} for Meta-Dataset episodes, got {config.task.max_ways}")
 

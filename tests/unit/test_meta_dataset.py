@@ -90,6 +90,8 @@ def test_bad_settings_are_one_line_errors(stores, tmp_path):
         config_mod.validate(config_mod.load(None, ["task.name=images", "task.episodes=meta_dataset"]))
     with pytest.raises(UserError, match="task.name must be one of"):
         config_mod.validate(config_mod.load(None, ["task.episodes=meta_dataset", "runtime.chunk_size=1"]))
+    with pytest.raises(UserError, match="drop within_alphabet"):
+        load("task.within_alphabet=true")
     with pytest.raises(UserError, match="needs task stores"):
         tasks.build(load())
     with pytest.raises(UserError, match=r"task.sources.big must be a store path"):
