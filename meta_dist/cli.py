@@ -120,6 +120,14 @@ def _add_tune_parser(sub) -> None:
     tune.add_argument("--resume", action="store_true", help="continue the sweep in --run-dir")
 
 
+def _add_report_parser(sub) -> None:
+    """`meta-dist report`: a results table from finished runs."""
+    report = sub.add_parser("report", help="a results table (markdown) and learning curves from run directories")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+    report.add_argument("--out", help="write the markdown table here (default: stdout)")
+    report.add_argument("--figure", help="also draw every run's meta-training loss against time into this PNG")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meta-dist", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,10 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(sub)
     _add_tune_parser(sub)
 
-    report = sub.add_parser("report", help="a results table (markdown) and learning curves from run directories")
-    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
-    report.add_argument("--out", help="write the markdown table here (default: stdout)")
-    report.add_argument("--figure", help="also draw every run's meta-training loss against time into this PNG")
+    _add_report_parser(sub)
 
     bench = sub.add_parser("bench", help="tasks/s at each worker count against the single-process reference loop")
     bench.add_argument("--config", default="omniglot_maml", help="workload config NAME or PATH")
@@ -271,6 +276,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from meta_dist import report
+
+    return report.main(args)
+
+
 def cmd_submit(args: argparse.Namespace, train_argv: list[str]) -> int:
     from meta_dist.runtime import jobs_client
 
@@ -317,25 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "eval":
-            return cmd_eval(args)
-        if args.command == "predict":
-            return cmd_predict(args)
-        if args.command == "data":
-            return cmd_data(args)
-        if args.command == "tune":
-            return cmd_tune(args)
-        if args.command == "bench":
-            return cmd_bench(args)
-        if args.command == "report":
-            from meta_dist import report
-
-            return report.main(args)
         if args.command == "submit":
             return cmd_submit(args, _submit_train_argv(argv))
-        return cmd_jobs(args)
+        commands = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
+                    "tune": cmd_tune, "bench": cmd_bench, "report": cmd_report, "jobs": cmd_jobs}
+        return commands[args.command](args)
     except UserError as e:
         print(f"meta-dist: error: {e}", file=sys.stderr)
         return 2
