@@ -104,7 +104,10 @@ def _evaluate(config: Config, params: dict[str, torch.Tensor], step: int, data_d
     task_shape = _task_shape(config, family)
     if family.metric in ("accuracy", "success"):
         result["unit"] = "%"
-    if family.metric == "accuracy":
+    if family.metric == "accuracy" and getattr(family, "variable_shapes", False):  # Meta-Dataset episodes
+        fixed = {"ways": ways, "shots": shots, "query_per_class": e.query_per_class}
+        result.update(episodes=config.task.episodes, **{k: v for k, v in fixed.items() if v})
+    elif family.metric == "accuracy":
         result.update(ways=ways or family.output_dim, shots=shots or task_shape["shots"],
                       query_per_class=e.query_per_class or task_shape["num_query"])
         if e.within_alphabet:

@@ -66,7 +66,10 @@ def measured(result: dict) -> str:
         ends = [p for p in (curve[0], curve[-1]) if p["inner_steps"] != result["inner_steps"]]
         if ends:
             text += " (" + ", ".join(f"{p['mean']:.4g}{unit} {where(p['inner_steps'])}" for p in ends) + ")"
-    shape = [f"{result['ways']}-way {result['shots']}-shot"] if "ways" in result else []
+    shape = [f"{result['ways']}-way" + (f" {result['shots']}-shot" if result.get("shots") else "")] \
+        if "ways" in result else []
+    if result.get("episodes") == "meta_dataset":
+        shape.append("Meta-Dataset episodes")
     if result.get("within_alphabet"):
         shape.append("within one alphabet")
     shape.append(f"{result['tasks']} {result['split']} tasks")

@@ -71,6 +71,7 @@ def test_sources_are_drawn_by_weight_and_reported_per_source(stores):
     params = algorithms.build(cfg, components_family).init_params(0)
     result = evaluate(cfg, params, step=0, num_tasks=12)
     assert set(result["per_task"]) == {"big", "small"} and result["tasks"] == 12
+    assert result["episodes"] == "meta_dataset" and "ways" not in result and "shots" not in result
     assert evaluate(cfg, params, step=0, num_tasks=12)["curve"] == result["curve"]
 
 
