@@ -59,13 +59,15 @@ def measured(result: dict) -> str:
     unit = result.get("unit", "")
     episodes = result.get("curve_axis") == "episodes"
     where = lambda n: f"at episode {n + 1}" if episodes else f"after {n} step{'' if n == 1 else 's'}"  # noqa: E731
-    text = f"**{result['mean']:.4g}{unit} ± {result['ci95']:.2g}**"
+    value = (lambda v: f"{v:.2f}%") if unit == "%" else (lambda v: f"{v:.4g}{unit}")  # noqa: E731
+    ci = f"{result['ci95']:.2f}" if unit == "%" else f"{result['ci95']:.2g}"
+    text = f"**{value(result['mean'])} ± {ci}**"
     curve = result.get("curve", [])
     if len(curve) > 1:
         text += f" {where(result['inner_steps'])}"
         ends = [p for p in (curve[0], curve[-1]) if p["inner_steps"] != result["inner_steps"]]
         if ends:
-            text += " (" + ", ".join(f"{p['mean']:.4g}{unit} {where(p['inner_steps'])}" for p in ends) + ")"
+            text += " (" + ", ".join(f"{value(p['mean'])} {where(p['inner_steps'])}" for p in ends) + ")"
     shape = [f"{result['ways']}-way" + (f" {result['shots']}-shot" if result.get("shots") else "")] \
         if "ways" in result else []
     if result.get("episodes") == "meta_dataset":
