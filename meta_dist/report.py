@@ -92,7 +92,7 @@ def markdown(runs: list[RunSummary]) -> str:
         origins.setdefault(origin_text(r.origin), []).append(f"`{r.run_dir.name}`")
     lines.append("")
     for origin, names in origins.items():
-        lines.append(f"{origin}: {', '.join(names)}.")
+        lines.append(f"{origin}: {'every run' if len(origins) == 1 else ', '.join(names)}.")
     return "\n".join(lines) + "\n"
 
 

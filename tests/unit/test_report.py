@@ -4,12 +4,13 @@ one-line error for a directory that is not a finished run."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from meta_dist import cli, provenance
 from meta_dist.references import reference_for
-from meta_dist.report import summarize
+from meta_dist.report import markdown, summarize
 from tests.helpers.runs import train
 
 
@@ -37,9 +38,11 @@ def test_the_table_holds_each_runs_own_figures(runs, tmp_path, capsys):
     origin = summarize(runs / "maml_run").origin
     assert origin["commit"] == provenance.source_commit() and origin["hardware"]["cores"] >= 1
     assert origin["command"] and origin["meta_dist"]
-    # both runs share a commit and a machine: one line names them
+    # both runs share a commit and a machine: one line says so; runs of several origins are named by origin
     assert lines[5].startswith(f"commit `{origin['commit']}` on {origin['hardware']['cpu']}")
-    assert lines[5].endswith("`maml_run`, `reptile_run`.")
+    assert lines[5].endswith(": every run.")
+    assert markdown([summarize(runs / "maml_run"), replace(summarize(runs / "reptile_run"), origin={})]) \
+        .endswith(f": `maml_run`.\ncommit not recorded, machine not recorded: `reptile_run`.\n")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
