@@ -5,10 +5,10 @@ from __future__ import annotations
 from meta_dist.config import Config
 
 _REFERENCES = {
-    ("sinusoid", "maml"): "MAML K=10 MSE after 0/1/10 steps: 3.13 / 0.443 / 0.143 after 20k meta-steps, "
-                          "0.357 +- 0.023 (1 step) after 70k (a reproduction of Finn et al. 2017's setup)",
-    ("sinusoid", "fomaml"): "second-order MAML K=10, 1 step: 0.443 after 20k meta-steps (a reproduction); "
-                            "first-order trails it slightly (Finn et al. 2017, Sec. 5.2)",
+    ("sinusoid", "maml"): "MAML K=10 MSE after 0/1/10 steps: 3.13 / 0.443 / 0.143 at 20k meta-steps (a "
+                          "reproduction of Finn et al. 2017's setup)",
+    ("sinusoid", "fomaml"): "first-order MAML trails second-order's 0.443 (1 step, 20k meta-steps) slightly "
+                            "(Finn et al. 2017, Sec. 5.2)",
     ("sinusoid", "reptile"): "Reptile sinusoid: the paper gives only figures (Nichol et al. 2018)",
     ("omniglot", "maml"): "Omniglot 5-way 1-shot: MAML 98.7 +- 0.4% (Finn et al. 2017, Table 1)",
     ("omniglot", "fomaml"): "Omniglot 5-way 1-shot: first-order MAML 98.3 +- 0.5% (Nichol et al. 2018)",
