@@ -163,8 +163,9 @@ def background_splits(drawings: list[Drawing], seed: int) -> dict[str, list[tupl
     half_of = {d.key: d.member.split("/", 1)[0] for d in drawings}
     background = sorted({k.split("/")[0] for k, h in half_of.items() if h == HALVES[0]})
     if len(background) < 2 or HALVES[1] not in half_of.values():
-        raise UserError(f"--split background needs at least 2 alphabets in {HALVES[0]} and one in {HALVES[1]}, "
-                        f"found {len(background)} and {sum(h == HALVES[1] for h in half_of.values())} characters")
+        raise UserError(f"--split background needs at least 2 alphabets in {HALVES[0]} and a character in "
+                        f"{HALVES[1]}; the source has {len(background)} and "
+                        f"{sum(h == HALVES[1] for h in half_of.values())}: point --source at the full release")
     total, held_out = VAL_ALPHABETS
     num_val = min(len(background) - 1, max(1, round(len(background) * held_out / total)))
     val = set(random.Random(seed).sample(background, num_val))

@@ -270,3 +270,11 @@ def test_omniglot_background_split_holds_out_whole_alphabets(tmp_path):
     seeds = {frozenset(k.split("/")[0] for k, s in assignment(seed, f"s{seed}").items() if s == "val")
              for seed in range(2, 8)}
     assert len(seeds) > 1  # the held-out alphabet follows --seed
+
+
+def test_omniglot_background_split_needs_both_halves(omniglot_src, tmp_path):
+    (omniglot_src / "images_background.zip").unlink()
+    write_zip(omniglot_src / "images_background.zip", members("images_background", {"Alpha": 2}))
+    with pytest.raises(UserError, match="needs at least 2 alphabets in images_background.*has 1 and 2"):
+        run("omniglot", omniglot_src, tmp_path / "s", split="background")
+    assert not (tmp_path / "s").exists()
