@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from meta_dist.algorithms.base import ChunkOutput
 from meta_dist.algorithms.maml import MAML
@@ -30,11 +29,6 @@ def head_logits(embeddings: torch.Tensor, head: Head) -> torch.Tensor:
     """[T, N, D] embeddings -> [T, N, ways] logits of the per-task linear layer."""
     w, b = head
     return torch.bmm(embeddings, w.transpose(1, 2)) + b.unsqueeze(1)
-
-
-def head_losses(embeddings: torch.Tensor, head: Head, y: torch.Tensor) -> torch.Tensor:
-    logits = head_logits(embeddings, head)
-    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
 
 
 class ProtoMAML(MAML):
@@ -52,7 +46,7 @@ class ProtoMAML(MAML):
         leaves = {k: v.detach().requires_grad_() for k, v in self.model_params(fast).items()}
         w, b = (t.detach().requires_grad_() for t in head)
         with torch.enable_grad():
-            loss = head_losses(self.forward_tasks(leaves, sx), (w, b), sy).sum()
+            loss = self.losses_of(head_logits(self.forward_tasks(leaves, sx), (w, b)), sy).sum()
             grads = torch.autograd.grad(loss, [*leaves.values(), w, b], allow_unused=True)
         fast = dict(fast)
         for k, g in zip(leaves, grads):
@@ -72,7 +66,7 @@ class ProtoMAML(MAML):
         base = {k: v.detach().requires_grad_() for k, v in params.items()}
         fast, head = self.adapt_head(base, b, self.cfg.inner_steps, self.cfg.inner_lr)
         logits = head_logits(self.forward_tasks(fast, b.query_x), head)
-        query = F.cross_entropy(logits.flatten(0, 1), b.query_y.flatten(), reduction="none").view(b.query_y.shape).mean(1)
+        query = self.losses_of(logits, b.query_y)
         names = list(base)
         grads = torch.autograd.grad(query.sum(), [base[k] for k in names], allow_unused=True)
         update = {k: (g if g is not None else torch.zeros_like(base[k])) for k, g in zip(names, grads)}
