@@ -253,6 +253,11 @@ def with_overrides(config: Config, **sections) -> Config:
     return replace(config, **changes)
 
 
+def linear_anneal(value: float, step: int, steps: int) -> float:
+    """`value` decayed linearly from (1-based) meta-step 1 to 0 after the run's last step `steps`."""
+    return value * max(0.0, 1.0 - (step - 1) / steps)
+
+
 def dump(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 

@@ -209,6 +209,9 @@ class RLConfig:
     """PPO clipping epsilon."""
     entropy_coef: float = 0.0
     """Entropy bonus weight."""
+    entropy_schedule: str = "constant"
+    """RL^2: constant | linear (anneal the entropy bonus to 0 over the run's `steps`: explore early, act
+    near-deterministically by the end)."""
     value_coef: float = 0.5
     """RL^2: weight of the value-head (critic) loss next to the policy loss."""
     num_trials: int = 1
@@ -269,6 +272,7 @@ CHOICES = {
     "algorithm.inner_optimizer": ("sgd", "adam"),
     "algorithm.meta_optimizer": ("adam", "sgd"),
     "algorithm.meta_lr_schedule": ("constant", "linear", "step"),
+    "rl.entropy_schedule": ("constant", "linear"),
     "algorithm.distance": ("euclidean", "cosine"),
     "runtime.backend": ("ray", "local"),
     "runtime.mode": ("sync", "async"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meta_dist.config import Config
+from meta_dist.config import Config, linear_anneal
 from meta_dist.params import ParamLayout
 
 
@@ -18,7 +18,7 @@ def meta_lr_at(config: Config, step: int) -> float:
     """The outer step size at (1-based) meta-step `step` under the configured schedule."""
     a = config.algorithm
     if a.meta_lr_schedule == "linear":
-        return a.meta_lr * max(0.0, 1.0 - (step - 1) / config.steps)
+        return linear_anneal(a.meta_lr, step, config.steps)
     if a.meta_lr_schedule == "step":
         return a.meta_lr * 0.5 ** ((step - 1) // a.meta_lr_decay_every)
     return a.meta_lr

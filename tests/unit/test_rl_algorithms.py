@@ -74,6 +74,18 @@ def test_rl2_samples_at_the_current_policy_so_the_ppo_ratio_is_one():
     assert scores.shape == (3, 1) and bool(((scores >= 0) & (scores <= 10)).all())
 
 
+def test_a_linear_entropy_schedule_anneals_the_bonus_to_zero_by_the_last_step():
+    cfg, family, alg = setup("bandits", rl={"entropy_coef": 0.05, "entropy_schedule": "linear"})
+    _, _, no_bonus = setup("bandits", rl={"entropy_coef": 0.0})
+    assert alg.entropy_coef(1) == 0.05 and alg.entropy_coef(cfg.steps // 2 + 1) == pytest.approx(0.025)
+    params, last = alg.init_params(0), family.specs(0, "train", cfg.steps + 1, 2)  # the bonus is 0 here
+    annealed, plain = alg.chunk_update(params, last).grads, no_bonus.chunk_update(params, last).grads
+    assert all(torch.equal(annealed[k], plain[k]) for k in params)  # same trials, no bonus left
+    first = family.specs(0, "train", 1, 2)
+    assert not torch.equal(alg.chunk_update(params, first).grads["pi.weight"],
+                           no_bonus.chunk_update(params, first).grads["pi.weight"])
+
+
 def test_discounted_returns_and_gae_match_a_hand_computation():
     r = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     v = torch.tensor([[0.5, 1.0, 1.5, 9.0]])

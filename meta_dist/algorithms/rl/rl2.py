@@ -5,8 +5,8 @@ hidden state across the episodes of a trial, so "adaptation" happens in the hidd
 meta-parameters are trained by ordinary policy optimization over whole trials. The paper uses
 TRPO with GAE; here each task contributes the gradient of a PPO-clip loss with GAE over the trial
 (`rl.discount`, `rl.gae_lambda`; the trial is one long episode, as in the paper), a value-head
-loss (`rl.value_coef`) and an entropy bonus (`rl.entropy_coef`) on `rl.num_trials` trials sampled at
-the current parameters. Because the behaviour policy IS the current policy, the PPO ratio is
+loss (`rl.value_coef`) and an entropy bonus (`rl.entropy_coef`, constant or annealed to 0 over the run:
+`rl.entropy_schedule`) on `rl.num_trials` trials sampled at the current parameters. Because the behaviour policy IS the current policy, the PPO ratio is
 exactly 1 at this single epoch and the clip never binds: the update is an advantage actor-critic
 (A2C) gradient, averaged over tasks by the runtime and applied with Adam. Several PPO epochs on
 one batch would need the workers to keep their samples between meta-steps, which the stateless
@@ -32,6 +32,7 @@ from torch.func import functional_call
 
 from meta_dist.algorithms.base import ChunkOutput, MetaAlgorithm
 from meta_dist.algorithms.rl.common import gae, gaussian_log_prob, gaussian_noise, normalize, uniform_noise
+from meta_dist.config import linear_anneal
 from meta_dist.tasks.spec import TaskSpec
 
 Params = dict[str, torch.Tensor]
@@ -142,7 +143,13 @@ class RL2(MetaAlgorithm):
         entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum().expand(shape)
         return gaussian_log_prob(actions, mean, log_std), entropy
 
-    def task_losses(self, params: Params, trials: Trials) -> tuple[torch.Tensor, torch.Tensor]:
+    def entropy_coef(self, step: int) -> float:
+        """The entropy bonus's weight at (1-based) meta-step `step`."""
+        rl = self.config.rl
+        return linear_anneal(rl.entropy_coef, step, self.config.steps) if rl.entropy_schedule == "linear" \
+            else rl.entropy_coef
+
+    def task_losses(self, params: Params, trials: Trials, entropy_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(PPO-clip + value + entropy loss, policy-only loss), each [T], differentiable in `params`."""
         rl = self.config.rl
         T, R, L, D = trials.obs.shape
@@ -157,12 +164,12 @@ class RL2(MetaAlgorithm):
         surrogate = torch.min(ratio * adv, ratio.clamp(1 - rl.clip, 1 + rl.clip) * adv)
         policy_loss = -surrogate.mean((1, 2))
         value_loss = ((values.view(T, R, L) - targets) ** 2).mean((1, 2))
-        return policy_loss + rl.value_coef * value_loss - rl.entropy_coef * entropy.mean((1, 2)), policy_loss
+        return policy_loss + rl.value_coef * value_loss - entropy_coef * entropy.mean((1, 2)), policy_loss
 
     def chunk_update(self, params: Params, specs: Sequence[TaskSpec]) -> ChunkOutput:
         params = {k: v.detach().cpu().requires_grad_() for k, v in params.items()}
         trials = self.rollout(params, specs, self.config.rl.num_trials, ("train",))
-        losses, policy_losses = self.task_losses(params, trials)
+        losses, policy_losses = self.task_losses(params, trials, self.entropy_coef(specs[0].step))
         names = list(params)
         grads = torch.autograd.grad(losses.sum(), [params[k] for k in names])
         metrics = {"meta_loss": float(losses.detach().sum()), "return": float(trials.task_returns().sum()),
