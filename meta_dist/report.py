@@ -80,14 +80,13 @@ def measured(result: dict) -> str:
 
 def markdown(runs: list[RunSummary]) -> str:
     """The table, then one line per distinct commit and machine naming the runs made there."""
-    lines = ["| run (algorithm, task) | training | result | paper | command |", "|---|---|---|---|---|"]
+    lines = ["| run | training | result | paper | command |", "|---|---|---|---|---|"]
     origins: dict[str, list[str]] = {}
     for r in runs:
-        c = r.config
         training = f"{r.steps[-1]:,} steps, {r.train_s[-1]:.0f} s" if r.steps else "no steps"
         command = r.origin.get("command")
-        cells = [f"`{r.run_dir.name}` ({c.algorithm.name}, {c.task.name})", training, measured(r.eval),
-                 reference_for(c), f"`{command}`" if command else "not recorded"]
+        cells = [f"`{r.run_dir.name}`", training, measured(r.eval), reference_for(r.config),
+                 f"`{command}`" if command else "not recorded"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
         origins.setdefault(origin_text(r.origin), []).append(f"`{r.run_dir.name}`")
     lines.append("")
