@@ -90,7 +90,7 @@ def _evaluate(config: Config, params: dict[str, torch.Tensor], step: int, data_d
         shape["num_query"] = e.num_query
     elif e.query_per_class:
         shape["num_query"] = e.query_per_class
-    if family.metric == "accuracy" and hasattr(family, "alphabets_of"):  # episodic image tasks
+    if family.metric == "accuracy" and getattr(family, "alphabet_episodes", False):  # episodic image tasks
         shape["within_alphabet"] = e.within_alphabet
     elif e.within_alphabet:
         raise UserError(f"eval.within_alphabet needs a task family that groups classes by alphabet (an image "

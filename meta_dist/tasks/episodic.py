@@ -30,6 +30,7 @@ log = logging.getLogger("meta_dist")
 
 class EpisodicTasks(TaskFamily):
     metric = "accuracy"
+    alphabet_episodes = True
 
     def __init__(self, cfg: TaskConfig, data_dir: str | None):
         self.cfg = cfg

@@ -82,6 +82,10 @@ class TaskFamily(ABC):
 
     name: str
     metric: str  # "mse" | "accuracy" | "return" | "success"
+    alphabet_episodes: bool = False
+    """It can draw all of an episode's classes from one alphabet (task / eval.within_alphabet)."""
+    variable_shapes: bool = False
+    """Its episodes differ in ways and shots from one to the next (evaluation scores them one at a time)."""
 
     @abstractmethod
     def spec(self, seed: int, split: str, step: int, index: int, *, ways: int | None = None,
