@@ -79,7 +79,8 @@ def measured(result: dict) -> str:
 
 
 def markdown(runs: list[RunSummary]) -> str:
-    """The table, then one line per distinct commit and machine naming the runs made there."""
+    """The table, then one line per distinct commit and machine naming the runs made there (the largest
+    group as "every other run")."""
     lines = ["| run | training | result | paper | command |", "|---|---|---|---|---|"]
     origins: dict[str, list[str]] = {}
     for r in runs:
@@ -90,8 +91,11 @@ def markdown(runs: list[RunSummary]) -> str:
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
         origins.setdefault(origin_text(r.origin), []).append(f"`{r.run_dir.name}`")
     lines.append("")
-    for origin, names in origins.items():
-        lines.append(f"{origin}: {'every run' if len(origins) == 1 else ', '.join(names)}.")
+    largest = max(origins, key=lambda o: len(origins[o]))
+    for origin, names in origins.items():  # the largest group is named last, as the rest
+        if origin != largest:
+            lines.append(f"{origin}: {', '.join(names)}.")
+    lines.append(f"{largest}: {'every run' if len(origins) == 1 else 'every other run'}.")
     return "\n".join(lines) + "\n"
 
 
