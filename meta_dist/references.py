@@ -25,10 +25,8 @@ _REFERENCES = {
     ("cheetah_dir", "maml_rl"): "Half-cheetah direction return after 0/1/2/3 steps: MAML -50.7 / 293 / 313 / 316, "
                                 "oracle 443 (Finn et al. 2017, Sec. 5.3)",
     ("bandits", "rl2"): "Bernoulli bandits, 10 pulls, 5 arms: RL^2 6.7, Gittins 6.6, random 5.0 (Duan et al. 2016)",
-    ("metaworld_ml1", "rl2"): "no ML1 figure quoted; for scale, ML10 meta-test success: RL^2 35.8%, MAML 31.6% "
-                              "(Yu et al., updated Meta-World manuscript)",
-    ("metaworld_ml1", "maml_rl"): "no ML1 figure quoted; for scale, ML10 meta-test success: MAML 31.6%, RL^2 35.8% "
-                                  "(Yu et al., updated Meta-World manuscript)",
+    ("metaworld_ml1", "rl2"): "no ML1 figure quoted; ML10 meta-test for scale: RL^2 35.8%, MAML 31.6% (Yu et al.)",
+    ("metaworld_ml1", "maml_rl"): "no ML1 figure quoted; ML10 meta-test for scale: MAML 31.6%, RL^2 35.8% (Yu et al.)",
     ("metaworld_ml10", "rl2"): "ML10 success, meta-train / meta-test: RL^2 86.9% / 35.8% (Yu et al., updated manuscript)",
     ("metaworld_ml10", "maml_rl"): "ML10 success, meta-train / meta-test: MAML 44.4% / 31.6% (Yu et al., updated "
                                    "manuscript)",
