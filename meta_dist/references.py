@@ -26,7 +26,8 @@ _REFERENCES = {
                                 "oracle 443 (Finn et al. 2017, Sec. 5.3)",
     ("bandits", "rl2"): "Bernoulli bandits, 10 pulls, 5 arms: RL^2 6.7, Gittins 6.6, random 5.0 (Duan et al. 2016)",
     ("metaworld_ml1", "rl2"): "no ML1 figure quoted; ML10 meta-test for scale: RL^2 35.8%, MAML 31.6% (Yu et al.)",
-    ("metaworld_ml1", "maml_rl"): "no ML1 figure quoted; ML10 meta-test for scale: MAML 31.6%, RL^2 35.8% (Yu et al.)",
+    ("metaworld_ml1", "maml_rl"): "no ML1 figure quoted; ML10 meta-test for scale: MAML 31.6%, RL^2 35.8% "
+                                  "(Yu et al.)",
     ("metaworld_ml10", "rl2"): "ML10 success, meta-train / meta-test: RL^2 86.9% / 35.8% (Yu et al., updated manuscript)",
     ("metaworld_ml10", "maml_rl"): "ML10 success, meta-train / meta-test: MAML 44.4% / 31.6% (Yu et al., updated "
                                    "manuscript)",

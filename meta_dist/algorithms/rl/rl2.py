@@ -6,11 +6,12 @@ meta-parameters are trained by ordinary policy optimization over whole trials. T
 TRPO with GAE; here each task contributes the gradient of a PPO-clip loss with GAE over the trial
 (`rl.discount`, `rl.gae_lambda`; the trial is one long episode, as in the paper), a value-head
 loss (`rl.value_coef`) and an entropy bonus (`rl.entropy_coef`, constant or annealed to 0 over the run:
-`rl.entropy_schedule`) on `rl.num_trials` trials sampled at the current parameters. Because the behaviour policy IS the current policy, the PPO ratio is
-exactly 1 at this single epoch and the clip never binds: the update is an advantage actor-critic
-(A2C) gradient, averaged over tasks by the runtime and applied with Adam. Several PPO epochs on
-one batch would need the workers to keep their samples between meta-steps, which the stateless
-chunk contract (re-run anywhere after a fault, bit for bit) rules out. The clipped form is kept so
+`rl.entropy_schedule`) on `rl.num_trials` trials sampled at the current parameters. Because the
+behaviour policy IS the current policy, the PPO ratio is exactly 1 at this single epoch and the clip
+never binds: the update is an advantage actor-critic (A2C) gradient, averaged over tasks by the
+runtime and applied with Adam. Several PPO epochs on one batch would need the workers to keep their
+samples between meta-steps, which the stateless chunk contract (re-run anywhere after a fault, bit for
+bit) rules out. The clipped form is kept so
 that the loss stays correct if the samples ever come from a stale version (asynchronous mode).
 
 Discrete-action tasks (bandits) build the RL^2 inputs into their observations and a trial is one
