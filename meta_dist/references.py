@@ -28,7 +28,8 @@ _REFERENCES = {
     ("metaworld_ml1", "rl2"): "no ML1 figure quoted; ML10 meta-test for scale: RL^2 35.8%, MAML 31.6% (Yu et al.)",
     ("metaworld_ml1", "maml_rl"): "no ML1 figure quoted; ML10 meta-test for scale: MAML 31.6%, RL^2 35.8% "
                                   "(Yu et al.)",
-    ("metaworld_ml10", "rl2"): "ML10 success, meta-train / meta-test: RL^2 86.9% / 35.8% (Yu et al., updated manuscript)",
+    ("metaworld_ml10", "rl2"): "ML10 success, meta-train / meta-test: RL^2 86.9% / 35.8% (Yu et al., updated "
+                               "manuscript)",
     ("metaworld_ml10", "maml_rl"): "ML10 success, meta-train / meta-test: MAML 44.4% / 31.6% (Yu et al., updated "
                                    "manuscript)",
     ("metaworld_ml45", "rl2"): "ML45 success, meta-train / meta-test: RL^2 70% / 33.3% (Yu et al., updated manuscript)",
