@@ -216,6 +216,10 @@ class RLConfig:
     """RL^2: weight of the value-head (critic) loss next to the policy loss."""
     num_trials: int = 1
     """RL^2: trials sampled per task per meta-step (each trial is one fresh run of the recurrent policy)."""
+    ppo_epochs: int = 1
+    """RL^2: 1 = one gradient per meta-step (A2C); N > 1 = each chunk takes N local Adam steps of size
+    algorithm.inner_lr on its trials (PPO's epochs) and returns the parameter change (pair it with
+    algorithm.meta_optimizer=sgd, meta_lr=1)."""
     init_log_std: float = 0.0
     """Gaussian policies: initial state-independent log standard deviation (0 = std 1, as rllab)."""
     reward_scale: float = 1.0
@@ -283,7 +287,7 @@ POSITIVE = ("steps", "task.ways", "task.shots", "task.num_query", "algorithm.inn
             "algorithm.meta_batch_size", "runtime.threads_per_worker", "runtime.chunk_size",
             "checkpoint.every", "checkpoint.keep", "eval.num_tasks", "eval.num_query",
             "rl.horizon", "rl.num_episodes", "runtime.max_bad_steps", "rl.num_trials", "rl.num_arms",
-            "rl.num_pulls", "rl.reward_scale", "algorithm.metric_scale")
+            "rl.num_pulls", "rl.reward_scale", "algorithm.metric_scale", "rl.ppo_epochs")
 NON_NEGATIVE = ("seed", "time_budget_s", "runtime.num_workers", "runtime.num_gpus_per_worker",
                 "runtime.num_gpu_workers", "runtime.staleness", "algorithm.inner_lr", "algorithm.meta_lr",
                 "algorithm.inner_batch_size", "algorithm.meta_lr_decay_every", "eval.inner_steps",

@@ -86,6 +86,22 @@ def test_a_linear_entropy_schedule_anneals_the_bonus_to_zero_by_the_last_step():
                            no_bonus.chunk_update(params, first).grads["pi.weight"])
 
 
+def test_ppo_epochs_return_the_chunks_parameter_change_which_lowers_its_loss():
+    """With rl.ppo_epochs the chunk runs PPO's epochs itself: the update is (params - locally optimized
+    params) x tasks, the same on every call, and applying its mean lowers the chunk's loss on its trials."""
+    _, family, alg = setup("bandits", rl={"ppo_epochs": 4}, algorithm={"inner_lr": 0.003})
+    params, specs = alg.init_params(0), family.specs(0, "train", 1, 3)
+    out, again = alg.chunk_update(params, specs), alg.chunk_update(params, specs)
+    assert out.num_tasks == 3 and all(torch.equal(out.grads[k], again.grads[k]) for k in params)
+    assert all(torch.isfinite(g).all() for g in out.grads.values())
+    moved = {k: v - out.grads[k] / out.num_tasks for k, v in params.items()}  # SGD, lr 1, on the mean
+    trials = alg.rollout(params, specs, alg.config.rl.num_trials, ("train",))
+    before, _ = alg.task_losses(params, trials, 0.01)
+    after, _ = alg.task_losses(moved, trials, 0.01)
+    assert float(after.mean()) < float(before.mean())
+    assert abs(out.metrics["meta_loss"] - float(before.sum())) < 1e-4  # metrics are the first epoch's
+
+
 def test_discounted_returns_and_gae_match_a_hand_computation():
     r = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     v = torch.tensor([[0.5, 1.0, 1.5, 9.0]])

@@ -9,9 +9,12 @@ loss (`rl.value_coef`) and an entropy bonus (`rl.entropy_coef`, constant or anne
 `rl.entropy_schedule`) on `rl.num_trials` trials sampled at the current parameters. Because the
 behaviour policy IS the current policy, the PPO ratio is exactly 1 at this single epoch and the clip
 never binds: the update is an advantage actor-critic (A2C) gradient, averaged over tasks by the
-runtime and applied with Adam. Several PPO epochs on one batch would need the workers to keep their
-samples between meta-steps, which the stateless chunk contract (re-run anywhere after a fault, bit for
-bit) rules out. The clipped form is kept so
+runtime and applied with Adam. With `rl.ppo_epochs` > 1 a chunk is PPO's batch instead: the worker takes
+that many Adam steps (`algorithm.inner_lr`) on its trials, where the clip does bind, and returns the
+parameter change, which the runtime averages as it averages Reptile's deltas (`algorithm.meta_optimizer:
+sgd`, `meta_lr: 1` applies the mean change as it is). Chunks are fixed by the config, not by the worker
+count, so results stay independent of the workers; keeping samples between meta-steps instead would
+break the stateless chunk contract (re-run anywhere after a fault, bit for bit). The clipped form is kept so
 that the loss stays correct if the samples ever come from a stale version (asynchronous mode).
 
 Discrete-action tasks (bandits) build the RL^2 inputs into their observations and a trial is one
@@ -170,14 +173,35 @@ class RL2(MetaAlgorithm):
     def chunk_update(self, params: Params, specs: Sequence[TaskSpec]) -> ChunkOutput:
         params = {k: v.detach().cpu().requires_grad_() for k, v in params.items()}
         trials = self.rollout(params, specs, self.config.rl.num_trials, ("train",))
-        losses, policy_losses = self.task_losses(params, trials, self.entropy_coef(specs[0].step))
-        names = list(params)
-        grads = torch.autograd.grad(losses.sum(), [params[k] for k in names])
+        coef = self.entropy_coef(specs[0].step)
+        if self.config.rl.ppo_epochs > 1:
+            update, losses, policy_losses = self.ppo_epochs(params, trials, coef)
+        else:
+            losses, policy_losses = self.task_losses(params, trials, coef)
+            names = list(params)
+            update = dict(zip(names, torch.autograd.grad(losses.sum(), [params[k] for k in names])))
         metrics = {"meta_loss": float(losses.detach().sum()), "return": float(trials.task_returns().sum()),
                    "policy_loss": float(policy_losses.detach().sum())}
         if trials.success is not None:
             metrics["success"] = float(trials.success.float().mean((1, 2)).sum())
-        return ChunkOutput(dict(zip(names, grads)), len(specs), metrics)
+        return ChunkOutput(update, len(specs), metrics)
+
+    def ppo_epochs(self, params: Params, trials: Trials, entropy_coef: float):
+        """PPO's epochs on the chunk's trials: `rl.ppo_epochs` Adam steps (`algorithm.inner_lr`, moments
+        started afresh) on the mean loss of its tasks. Returns (the parameter change x the chunk's tasks, as
+        Reptile's deltas, for the runtime's mean; the first epoch's losses)."""
+        local = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+        optimizer = torch.optim.Adam(local.values(), lr=self.cfg.inner_lr)
+        first = None
+        for _ in range(self.config.rl.ppo_epochs):
+            losses, policy_losses = self.task_losses(local, trials, entropy_coef)
+            if first is None:
+                first = (losses.detach(), policy_losses.detach())
+            optimizer.zero_grad()
+            losses.mean().backward()
+            optimizer.step()
+        T = trials.obs.shape[0]
+        return {k: (params[k].detach() - local[k].detach()) * T for k in params}, *first
 
     def eval_chunk(self, params: Params, specs: Sequence[TaskSpec], max_steps: int, inner_lr: float,
                    transductive_bn: bool = False) -> torch.Tensor:
