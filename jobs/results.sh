@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's results table from real runs: each row's training command in turn (one at a time, so no
 # two runs share the cores), then `meta-dist report` over their run directories. Run it from anywhere
-# after `pip install -e ".[rl]"`:
+# after `pip install -e ".[rl,metaworld]"`:
 #
 #     bash jobs/results.sh OUT_DIR PATH/TO/omniglot [ROW...]
 #
@@ -25,8 +25,8 @@ declare -A rows=(
   [sinusoid_maml]="--config sinusoid_maml"
   [sinusoid_fomaml]="--config sinusoid_fomaml --backend local"
   [sinusoid_reptile]="--config sinusoid_reptile --backend local"
-  [omniglot_protonet]="--config omniglot_protonet --data omniglot --time-budget-s 300"
-  [omniglot_maml]="--config omniglot_maml --data omniglot --time-budget-s 600"
+  [omniglot_protonet]="--config omniglot_protonet --data omniglot --time-budget-s 600"
+  [omniglot_maml]="--config omniglot_maml --data omniglot --time-budget-s 1800"
   [omniglot_fomaml]="--config omniglot_fomaml --data omniglot --time-budget-s 180 --backend local"
   [omniglot_reptile]="--config omniglot_reptile --data omniglot --steps 8000 --time-budget-s 900 --workers 2"
   [omniglot_metasgd]="--config omniglot_metasgd --data omniglot --time-budget-s 180 --backend local"
@@ -36,10 +36,11 @@ declare -A rows=(
   [omniglot_lake_protonet]="--config omniglot_lake_protonet --data omniglot-lake --time-budget-s 300 --workers 2"
   [navigation2d_maml]="--config navigation2d_maml --time-budget-s 300 --backend local"
   [bandits_rl2]="--config bandits_rl2 --backend local"
+  [metaworld_ml1_reach_rl2]="--config metaworld_ml1_reach_rl2 --workers 2 --time-budget-s 1800 --set rl.num_episodes=2 --set eval.inner_steps=1 --set eval.max_inner_steps=1"
 )
 order=(sinusoid_maml sinusoid_fomaml sinusoid_reptile omniglot_protonet omniglot_maml omniglot_fomaml omniglot_reptile
        omniglot_metasgd omniglot_anil omniglot_matchingnet omniglot_siamese omniglot_lake_protonet navigation2d_maml
-       bandits_rl2)
+       bandits_rl2 metaworld_ml1_reach_rl2)
 selected=("${@:-${order[@]}}")
 for name in "${selected[@]}"; do
   [ -n "${rows[$name]:-}" ] || { echo "results.sh: no row named $name (rows: ${order[*]})" >&2; exit 2; }

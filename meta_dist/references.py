@@ -7,8 +7,8 @@ from meta_dist.config import Config
 _REFERENCES = {
     ("sinusoid", "maml"): "MAML K=10 MSE after 0/1/10 steps: 3.13 / 0.443 / 0.143 at 20k meta-steps (a "
                           "reproduction of Finn et al. 2017's setup)",
-    ("sinusoid", "fomaml"): "first-order MAML trails second-order's 0.443 (1 step, 20k meta-steps) slightly "
-                            "(Finn et al. 2017, Sec. 5.2)",
+    ("sinusoid", "fomaml"): "first-order MAML: slightly above second-order's 0.443 after 1 step (Finn et al. "
+                            "2017, Sec. 5.2)",
     ("sinusoid", "reptile"): "Reptile sinusoid: the paper gives only figures (Nichol et al. 2018)",
     ("omniglot", "maml"): "Omniglot 5-way 1-shot: MAML 98.7 +- 0.4% (Finn et al. 2017, Table 1)",
     ("omniglot", "fomaml"): "Omniglot 5-way 1-shot: first-order MAML 98.3 +- 0.5% (Nichol et al. 2018)",
@@ -37,7 +37,7 @@ _REFERENCES = {
 # Omniglot's 20-way 1-shot episodes within one evaluation alphabet (Lake et al.'s background split), for any
 # algorithm evaluated that way (eval.within_alphabet).
 WITHIN_ALPHABET = ("Omniglot 20-way 1-shot within an evaluation alphabet: humans 95.5% (Lake et al. 2015), "
-                   "siamese networks 92.0% (Koch et al. 2015)")
+                   "siamese nets 92.0% (Koch et al. 2015)")
 
 
 def reference_for(config: Config) -> str:
