@@ -14,8 +14,8 @@ that many Adam steps (`algorithm.inner_lr`) on its trials, where the clip does b
 parameter change, which the runtime averages as it averages Reptile's deltas (`algorithm.meta_optimizer:
 sgd`, `meta_lr: 1` applies the mean change as it is). Chunks are fixed by the config, not by the worker
 count, so results stay independent of the workers; keeping samples between meta-steps instead would
-break the stateless chunk contract (re-run anywhere after a fault, bit for bit). The clipped form is kept so
-that the loss stays correct if the samples ever come from a stale version (asynchronous mode).
+break the stateless chunk contract (re-run anywhere after a fault, bit for bit). The clipped form also
+keeps the loss correct if the samples ever come from a stale version (asynchronous mode).
 
 Discrete-action tasks (bandits) build the RL^2 inputs into their observations and a trial is one
 run of `horizon` steps. On continuous-action tasks (navigation2d, half-cheetah, Meta-World) a trial
@@ -175,7 +175,7 @@ class RL2(MetaAlgorithm):
         trials = self.rollout(params, specs, self.config.rl.num_trials, ("train",))
         coef = self.entropy_coef(specs[0].step)
         if self.config.rl.ppo_epochs > 1:
-            update, losses, policy_losses = self.ppo_epochs(params, trials, coef)
+            update, losses, policy_losses = self.local_ppo(params, trials, coef)
         else:
             losses, policy_losses = self.task_losses(params, trials, coef)
             names = list(params)
@@ -186,7 +186,7 @@ class RL2(MetaAlgorithm):
             metrics["success"] = float(trials.success.float().mean((1, 2)).sum())
         return ChunkOutput(update, len(specs), metrics)
 
-    def ppo_epochs(self, params: Params, trials: Trials, entropy_coef: float):
+    def local_ppo(self, params: Params, trials: Trials, entropy_coef: float):
         """PPO's epochs on the chunk's trials: `rl.ppo_epochs` Adam steps (`algorithm.inner_lr`, moments
         started afresh) on the mean loss of its tasks. Returns (the parameter change x the chunk's tasks, as
         Reptile's deltas, for the runtime's mean; the first epoch's losses)."""
