@@ -220,6 +220,10 @@ class RLConfig:
     """RL^2: 1 = one gradient per meta-step (A2C); N > 1 = each chunk takes N local Adam steps of size
     algorithm.inner_lr on its trials (PPO's epochs) and returns the parameter change (pair it with
     algorithm.meta_optimizer=sgd, meta_lr=1)."""
+    max_kl: float = 0.0
+    """MAML-RL: 0 = the runtime's optimizer takes the mean meta-gradient; > 0 = each chunk takes a TRPO step
+    over its tasks within this mean KL and returns the parameter change (pair it with
+    algorithm.meta_optimizer=sgd, meta_lr=1; chunk_size = meta_batch_size is the paper's step)."""
     init_log_std: float = 0.0
     """Gaussian policies: initial state-independent log standard deviation (0 = std 1, as rllab)."""
     reward_scale: float = 1.0
@@ -292,7 +296,8 @@ NON_NEGATIVE = ("seed", "time_budget_s", "runtime.num_workers", "runtime.num_gpu
                 "runtime.num_gpu_workers", "runtime.staleness", "algorithm.inner_lr", "algorithm.meta_lr",
                 "algorithm.inner_batch_size", "algorithm.meta_lr_decay_every", "eval.inner_steps",
                 "eval.max_inner_steps", "eval.ways", "eval.shots", "eval.query_per_class", "eval.inner_lr", "eval.train_tasks",
-                "runtime.chunk_timeout_s", "runtime.placement_timeout_s", "runtime.stall_timeout_s", "rl.entropy_coef", "rl.value_coef")
+                "runtime.chunk_timeout_s", "runtime.placement_timeout_s", "runtime.stall_timeout_s", "rl.entropy_coef", "rl.value_coef",
+                "rl.max_kl")
 
 
 # -- the reference in docs/configuration.md -------------------------------------------------------------
