@@ -26,6 +26,8 @@ TINY = {
                     "algorithm.inner_lr=0.003", "algorithm.meta_optimizer=sgd", "algorithm.meta_lr=1.0"],
 }
 EVAL_TASKS = {"navigation2d_maml": 4, "bandits_rl2": 100}
+# MAML-RL with the TRPO outer step: each chunk's step returned as a parameter change
+TRPO = ["rl.max_kl=0.01", "algorithm.meta_optimizer=sgd", "algorithm.meta_lr=1.0", "algorithm.meta_lr_schedule=constant"]
 
 
 def train(run_dir, config: str, backend: str, *extra: str, env: dict | None = None):
@@ -38,14 +40,15 @@ def train(run_dir, config: str, backend: str, *extra: str, env: dict | None = No
 
 @pytest.mark.parametrize("config", ["navigation2d_maml", "bandits_rl2"])
 def test_rl_training_through_ray_with_two_workers(tmp_path, config):
-    result = train(tmp_path / "ray", config, "ray", "runtime.num_workers=2")
+    extra = TRPO if config == "navigation2d_maml" else []
+    result = train(tmp_path / "ray", config, "ray", "runtime.num_workers=2", *extra)
     steps = pq.read_table(tmp_path / "ray" / "metrics.parquet").column("step").to_pylist()
     assert steps == list(range(1, STEPS + 1))
     assert result["metric"] == "return" and result["step"] == STEPS
     assert result["tasks"] == EVAL_TASKS[config]
     low, high = (-1e4, 0.0) if config.startswith("navigation") else (0.0, 10.0)
     assert low < result["mean"] < high
-    local = train(tmp_path / "local", config, "local")  # the chunks are reproducible wherever they run
+    local = train(tmp_path / "local", config, "local", *extra)  # the chunks are reproducible wherever they run
     assert local["params_sha256"] == result["params_sha256"]
 
 
