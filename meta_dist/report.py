@@ -79,34 +79,46 @@ def measured(result: dict) -> str:
 
 
 def markdown(runs: list[RunSummary]) -> str:
-    """The table, then one line per distinct commit and machine naming the runs made there (the largest
-    group as "every other run")."""
+    """The table, then one paragraph per machine naming the commit of each of its runs."""
     lines = ["| run | training | result | paper | command |", "|---|---|---|---|---|"]
-    origins: dict[str, list[str]] = {}
     for r in runs:
         training = f"{r.steps[-1]:,} steps, {r.train_s[-1]:.0f} s" if r.steps else "no steps"
         command = r.origin.get("command")
         cells = [f"`{r.run_dir.name}`", training, measured(r.eval), reference_for(r.config),
                  f"`{command}`" if command else "not recorded"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-        origins.setdefault(origin_text(r.origin), []).append(f"`{r.run_dir.name}`")
-    lines.append("")
-    largest = max(origins, key=lambda o: len(origins[o]))
-    for origin, names in origins.items():  # the largest group is named last, as the rest
-        if origin != largest:
-            lines.append(f"{origin}: {', '.join(names)}.")
-    lines.append(f"{largest}: {'every run' if len(origins) == 1 else 'every other run'}.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + "\n\n".join(provenance(runs)) + "\n"
 
 
-def origin_text(origin: dict) -> str:
-    """'commit C on CPU, N cores (torch T, ray R)' from run.json, or what of it was recorded."""
+def provenance(runs: list[RunSummary]) -> list[str]:
+    """'MACHINE: commit C for `run`, ...; commit D for every other run.', one line per machine; the
+    largest (machine, commit) group is named last, as the rest."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in runs:
+        groups.setdefault((machine_text(r.origin), commit_text(r.origin)), []).append(f"`{r.run_dir.name}`")
+    largest = max(groups, key=lambda g: len(groups[g]))
+    machines = sorted({machine for machine, _ in groups}, key=lambda m: m == largest[0])
+    lines = []
+    for machine in machines:
+        parts = [f"{commit} for {', '.join(names)}" for (m, commit), names in groups.items()
+                 if m == machine and (m, commit) != largest]
+        if machine == largest[0]:
+            parts.append(f"{largest[1]} for {'every run' if len(groups) == 1 else 'every other run'}")
+        lines.append(f"{machine}: {'; '.join(parts)}.")
+    return lines
+
+
+def commit_text(origin: dict) -> str:
+    return f"commit `{origin['commit']}`" if origin.get("commit") else "commit not recorded"
+
+
+def machine_text(origin: dict) -> str:
+    """'CPU, N cores (torch T, ray R)' from run.json's hardware."""
     hw = origin.get("hardware")
-    commit = f"commit `{origin['commit']}`" if origin.get("commit") else "commit not recorded"
     if not hw:
-        return f"{commit}, machine not recorded"
+        return "machine not recorded"
     gpu = f", {hw['gpu']}" if hw.get("gpu") else ""
-    return f"{commit} on {hw['cpu']}, {hw['cores']} cores{gpu} (torch {hw['torch']}, ray {hw['ray']})"
+    return f"{hw['cpu']}, {hw['cores']} cores{gpu} (torch {hw['torch']}, ray {hw['ray']})"
 
 
 def figure(runs: list[RunSummary], out: Path) -> Path:

@@ -38,14 +38,14 @@ def test_the_table_holds_each_runs_own_figures(runs, tmp_path, capsys):
     origin = summarize(runs / "maml_run").origin
     assert origin["commit"] == provenance.source_commit() and origin["hardware"]["cores"] >= 1
     assert origin["command"] and origin["meta_dist"]
-    # both runs share a commit and a machine: one line says so; with several origins, the smaller groups
-    # are named and the largest is "every other run"
-    assert lines[5].startswith(f"commit `{origin['commit']}` on {origin['hardware']['cpu']}")
-    assert lines[5].endswith(": every run.")
+    # both runs share a commit and a machine: one line says so; with several origins, one paragraph per
+    # machine names each commit's runs, the largest group last as "every other run"
+    machine = f"{origin['hardware']['cpu']}, {origin['hardware']['cores']} cores"
+    assert lines[5].startswith(machine) and lines[5].endswith(f": commit `{origin['commit']}` for every run.")
     mixed = markdown([summarize(runs / "maml_run"), replace(summarize(runs / "reptile_run"), origin={}),
                       summarize(runs / "reptile_run")]).splitlines()
-    assert mixed[-2] == "commit not recorded, machine not recorded: `reptile_run`."
-    assert mixed[-1] == lines[5].replace("every run", "every other run")
+    assert mixed[-3:] == ["machine not recorded: commit not recorded for `reptile_run`.", "",
+                          lines[5].replace("every run", "every other run")]
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
