@@ -46,7 +46,7 @@ def check_report(report: dict, workers: list[int]) -> None:
 
 
 def test_sinusoid_bench_prints_exactly_one_json_object():
-    proc = cli("bench", "--config", "sinusoid_maml", "--workers", "1,2", "--duration-s", "3", "--json", timeout=300)
+    proc = cli("bench", "--config", "sinusoid_maml", "--workers", "1,2", "--duration-s", "1", "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # json.loads rejects anything after the one object
     check_report(report, [1, 2])
@@ -58,7 +58,7 @@ def test_sinusoid_bench_prints_exactly_one_json_object():
 
 def test_omniglot_bench_runs_on_the_synthetic_store_with_overrides():
     # A meta-batch of 8 (two chunks) keeps the warm-up steps short; it also shows --set reaching the workload.
-    proc = cli("bench", "--config", "omniglot_maml", "--workers", "1", "--duration-s", "3", "--json",
+    proc = cli("bench", "--config", "omniglot_maml", "--workers", "1", "--duration-s", "1", "--json",
                "--set", "algorithm.meta_batch_size=8", timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -70,7 +70,7 @@ def test_omniglot_bench_runs_on_the_synthetic_store_with_overrides():
 
 def test_a_meta_rl_bench_reports_environment_steps_per_second(tmp_path):
     sets = ["rl.horizon=20", "rl.num_episodes=2", "algorithm.meta_batch_size=4", "runtime.chunk_size=2"]
-    proc = cli("bench", "--config", "metaworld_ml1_reach_rl2", "--workers", "1,2", "--duration-s", "3", "--json",
+    proc = cli("bench", "--config", "metaworld_ml1_reach_rl2", "--workers", "1,2", "--duration-s", "1", "--json",
                *[x for s in sets for x in ("--set", s)], timeout=300,
                env={"META_DIST_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr

@@ -46,7 +46,7 @@ def test_node_by_node_sums_equal_the_one_process_run_through_a_kill_and_a_nan_ch
 
 def test_the_driver_receives_one_update_per_step_from_three_nodes(cluster):
     c, _ = cluster
-    done = cli("bench", "--config", "sinusoid_maml", "--address", c.address, "--workers", "3", "--duration-s", "3",
+    done = cli("bench", "--config", "sinusoid_maml", "--address", c.address, "--workers", "3", "--duration-s", "1",
                "--set", "runtime.chunk_size=3", "--json", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)

@@ -129,7 +129,7 @@ def _config_error_lines(text: str) -> list[str]:
 def test_bench_runs_as_a_ray_job_and_prints_its_json_report(ray_head: str, capfd: pytest.CaptureFixture) -> None:
     import json
 
-    entrypoint = "python jobs/bench.py --config sinusoid_maml --workers 1,2 --duration-s 2 --json"
+    entrypoint = "python jobs/bench.py --config sinusoid_maml --workers 1,2 --duration-s 1 --json"
     rc = jobs_client.submit([], ray_head, follow=True, storage=None, working_dir=REPO_ROOT, entrypoint=entrypoint)
     out, err = capfd.readouterr()
     assert rc == 0, out[-4000:] + err[-2000:]
