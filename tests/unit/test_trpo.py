@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from meta_dist.algorithms.rl.trpo import ChunkObjective, conjugate_gradient, gaussian_kl
+from meta_dist.errors import UserError
 from tests.unit.test_rl_algorithms import setup
 
 
@@ -58,3 +59,10 @@ def test_a_chunk_step_stays_in_the_trust_region_improves_its_surrogate_and_repea
     after, kl = objective(objective.theta0 - step, create_graph=False)  # SGD, lr 1, on the mean
     assert float(after) < float(before) and 0 < float(kl) <= 0.01
     assert out.metrics["kl"] / 3 == pytest.approx(float(kl))
+
+
+def test_each_algorithms_outer_step_option_on_the_other_is_a_user_error():
+    with pytest.raises(UserError, match="rl.max_kl applies to algorithm maml_rl"):
+        setup("bandits", rl={"max_kl": 0.01})
+    with pytest.raises(UserError, match="rl.ppo_epochs applies to algorithm rl2"):
+        setup("navigation2d", rl={"ppo_epochs": 3})

@@ -20,10 +20,16 @@ def build_rl_algorithm(config: Config, family: TaskFamily, device: torch.device 
     if config.algorithm.name == "maml_rl":
         if config.model.name != "policy_mlp":
             raise UserError("algorithm maml_rl adapts a Gaussian MLP policy: set model.name=policy_mlp")
+        if config.rl.ppo_epochs > 1:
+            raise UserError("rl.ppo_epochs applies to algorithm rl2; MAML-RL's trust-region step is rl.max_kl: "
+                            "remove rl.ppo_epochs")
         from meta_dist.algorithms.rl.maml_rl import MAMLRL
         return MAMLRL(config, family, device, model)
     if config.model.name != "policy_gru":
         raise UserError("algorithm rl2 needs a recurrent policy: set model.name=policy_gru")
+    if config.rl.max_kl > 0:
+        raise UserError("rl.max_kl applies to algorithm maml_rl (its TRPO step); RL^2 takes PPO's epochs with "
+                        "rl.ppo_epochs: remove rl.max_kl")
     from meta_dist.algorithms.rl.rl2 import RL2
     return RL2(config, family, device, model)
 
