@@ -26,7 +26,7 @@ def test_gaussian_kl_is_torch_distributions_kl_summed_over_actions():
 
 
 def chunk_objective(first_order: bool = False):
-    _, family, alg = setup("navigation2d", rl={"max_kl": 0.01}, algorithm={"first_order": first_order})
+    _, _, alg = setup("navigation2d", rl={"max_kl": 0.01}, algorithm={"first_order": first_order})
     params, specs = alg.init_params(0), alg.family.specs(0, "train", 1, 3)
     base = {k: v.detach() for k, v in params.items()}
     pres, _, post = alg.sample(base, specs, create_graph=False)
