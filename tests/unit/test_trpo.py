@@ -29,8 +29,8 @@ def chunk_objective(first_order: bool = False):
     _, _, alg = setup("navigation2d", rl={"max_kl": 0.01}, algorithm={"first_order": first_order})
     params, specs = alg.init_params(0), alg.family.specs(0, "train", 1, 3)
     base = {k: v.detach() for k, v in params.items()}
-    pres, _, post = alg.sample(base, specs, create_graph=False)
-    return alg, params, specs, ChunkObjective(alg, base, pres, post)
+    pres, fast, post = alg.sample(base, specs, create_graph=False)
+    return alg, params, specs, ChunkObjective(alg, base, pres, {k: v.detach() for k, v in fast.items()}, post)
 
 
 def test_the_kl_hessian_vector_product_is_the_kls_second_order_change_through_the_inner_step():

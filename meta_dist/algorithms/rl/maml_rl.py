@@ -105,8 +105,8 @@ class MAMLRL(MetaAlgorithm):
     def trust_region_update(self, params: Params, specs: Sequence[TaskSpec]) -> ChunkOutput:
         """The chunk's TRPO step (`rl.max_kl`), returned as its parameter change times its task count."""
         base = {k: v.detach().cpu() for k, v in params.items()}
-        pres, _, post = self.sample(base, specs, create_graph=False)
-        objective = ChunkObjective(self, base, pres, post)
+        pres, fast, post = self.sample(base, specs, create_graph=False)
+        objective = ChunkObjective(self, base, pres, {k: v.detach() for k, v in fast.items()}, post)
         theta, stats = trust_region_step(objective, self.config.rl.max_kl)
         T = len(specs)
         metrics = {"meta_loss": stats["surrogate"] * T, **post.sums(),

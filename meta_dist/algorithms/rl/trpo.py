@@ -60,7 +60,8 @@ def gaussian_kl(mean_old: torch.Tensor, log_std_old: torch.Tensor, mean: torch.T
 class ChunkObjective:
     """The surrogate and the KL of one chunk's tasks as functions of the flat meta-parameters."""
 
-    def __init__(self, alg, base: Params, pres: Sequence[Trajectories], post: Trajectories):
+    def __init__(self, alg, base: Params, pres: Sequence[Trajectories], fast: Params, post: Trajectories):
+        """`fast`: the adapted parameters the post-adaptation episodes were sampled with."""
         self.alg, self.pres, self.post = alg, list(pres), post
         self.names = list(base)
         self.shapes = [base[k].shape for k in self.names]
@@ -70,9 +71,9 @@ class ChunkObjective:
         rl = alg.config.rl
         with torch.no_grad():
             self.advantages = pg_advantages(post, rl.discount, rl.gae_lambda)
-        mean, log_std = self.policy(self.theta0, create_graph=False)
-        self.old = (mean.detach(), log_std.detach())
-        self.old_log_prob = gaussian_log_prob(self.actions, *self.old).detach().view(T, E, H)
+        with torch.no_grad():
+            self.old = alg.model.forward_tasks(fast, self.obs)
+        self.old_log_prob = gaussian_log_prob(self.actions, *self.old).view(T, E, H)
 
     def unflatten(self, theta: torch.Tensor) -> Params:
         parts = torch.split(theta, [s.numel() for s in self.shapes])
