@@ -32,7 +32,7 @@ def test_navigation_goals_and_reward_definition():
     env = fam.make_env(fam.spec(0, "train", 1, 0))
     obs, _ = env.reset(seed=0)
     assert obs.shape == (2,) and np.all(obs == 0) and env.horizon == 100
-    obs, reward, terminated, truncated, _ = env.step(np.array([0.05, -0.7]))  # clipped to [-0.1, 0.1]
+    obs, reward, terminated, truncated, _ = env.step(np.array([0.5, -7.0]))  # clipped to [-1, 1], x 0.1
     np.testing.assert_allclose(obs, [0.05, -0.1], rtol=1e-6)
     assert reward == pytest.approx(-np.linalg.norm(obs - env.goal), rel=1e-6)
     assert not terminated and not truncated
@@ -41,9 +41,9 @@ def test_navigation_goals_and_reward_definition():
 def test_navigation_terminates_at_the_goal_and_truncates_at_the_horizon():
     env = Navigation2DEnv((0.05, 0.0), horizon=3)
     env.reset()
-    assert env.step([0.05, 0.0])[2] is True
+    assert env.step([0.5, 0.0])[2] is True
     env.reset()
-    flags = [env.step([0.0, 0.1])[3] for _ in range(3)]
+    flags = [env.step([0.0, 1.0])[3] for _ in range(3)]
     assert flags == [False, False, True]
 
 
@@ -51,7 +51,7 @@ def test_navigation_vectorized_equals_gymnasium():
     fam = family("navigation2d")
     specs = fam.specs(0, "train", 1, 3)
     vec = fam.vec_env(specs, 2, "k")
-    actions = torch.randn(30, 3, 2, 2, generator=torch.Generator().manual_seed(0)) * 0.1
+    actions = torch.randn(30, 3, 2, 2, generator=torch.Generator().manual_seed(0))
     vec_obs = [vec.reset()]
     vec_out = [vec.step(a) for a in actions]
     for t, spec in enumerate(specs):

@@ -1,9 +1,11 @@
 """2D point navigation (Finn et al. 2017, Sec. 5.3; the official rllab code's PointEnvRandGoal).
 
-The agent starts at the origin; obs = position, action = velocity clipped to [-0.1, 0.1] per axis,
-reward = -(L2 distance to the goal) after the move, goal ~ U[-0.5, 0.5]^2, horizon `rl.horizon`
-(100). An episode terminates early once both coordinates are within 0.01 of the goal, as in the
-official code. `Navigation2DEnv` is the gymnasium form; `VecNavigation2D` steps all episodes of a
+The agent starts at the origin; obs = position; the action, clipped to [-1, 1] per axis, is the velocity
+in units of the top speed 0.1 (the official code wraps the environment in rllab's `normalize`, which
+maps the policy's [-1, 1] onto the [-0.1, 0.1] action box, so a policy's initial noise, standard
+deviation 1, is one top speed, not ten); reward = -(L2 distance to the goal) after the move, goal ~
+U[-0.5, 0.5]^2, horizon `rl.horizon` (100). An episode terminates early once both coordinates are
+within 0.01 of the goal, as in the official code. `Navigation2DEnv` is the gymnasium form; `VecNavigation2D` steps all episodes of a
 chunk of tasks as one tensor op, with the same float32 arithmetic.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Navigation2DEnv(gym.Env):
         self.goal = np.asarray(goal, dtype=np.float32)
         self.horizon = horizon
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
-        self.action_space = gym.spaces.Box(-MAX_SPEED, MAX_SPEED, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.state = np.zeros(2, np.float32)
         self.t = 0
 
@@ -40,8 +42,8 @@ class Navigation2DEnv(gym.Env):
         return self.state.copy(), {}
 
     def step(self, action):
-        a = np.clip(np.asarray(action, dtype=np.float32), -MAX_SPEED, MAX_SPEED)
-        self.state = (self.state + a).astype(np.float32)
+        velocity = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0) * np.float32(MAX_SPEED)
+        self.state = (self.state + velocity).astype(np.float32)
         d = self.state - self.goal
         reward = -np.sqrt(d[0] * d[0] + d[1] * d[1], dtype=np.float32)
         terminated = bool(abs(d[0]) < SUCCESS_RADIUS and abs(d[1]) < SUCCESS_RADIUS)
@@ -60,7 +62,7 @@ class VecNavigation2D(VecEnv):
         return self.state.clone()
 
     def step(self, actions: torch.Tensor):
-        self.state = self.state + actions.clamp(-MAX_SPEED, MAX_SPEED)
+        self.state = self.state + actions.clamp(-1.0, 1.0) * MAX_SPEED
         d = self.state - self.goals
         # The square root in float64, rounded once to float32: correctly rounded, as numpy's, on every
         # CPU (torch's float32 sqrt under AVX-512 is 1 ulp off for ~18% of inputs, measured).
