@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+STATE_PREFIX = "meta.state."
+"""Meta-parameters that hold running state, not weights: the outer step replaces them by the step's mean
+update (an algorithm returns their new values) instead of optimizing them (runtime/server.py)."""
+
 
 @dataclass(frozen=True)
 class ParamLayout:
@@ -39,6 +43,10 @@ class ParamLayout:
 
     def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([tensors[n].reshape(-1) for n in self.names])
+
+    def mask(self, prefix: str) -> torch.Tensor:
+        """A boolean mask over the flat vector: the entries of parameters whose names start with `prefix`."""
+        return torch.cat([torch.full((n,), name.startswith(prefix)) for name, n in zip(self.names, self.numels)])
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views into `flat` (no copy), one per parameter name."""

@@ -88,6 +88,10 @@ class AlgorithmConfig:
     """Inner-loop optimizer: sgd | adam (Reptile on Omniglot uses Adam with beta1 = 0)."""
     inner_batch_size: int = 0
     """Reptile: minibatch size per inner step over the task's data (0 = full batch)."""
+    carry_inner_state: bool = False
+    """Reptile with the adam inner optimizer: carry the inner Adam's second-moment estimates and step count
+    from task to task, as the paper's code does, in `meta.state.*` entries (each step's tasks start from
+    them; they become the tasks' mean). false: every task starts them afresh."""
     meta_batch_size: int = 25
     """Tasks per meta-step."""
     meta_lr: float = 0.001

@@ -8,6 +8,13 @@ update is the pseudo-gradient theta - phi. The runtime averages that over the me
 outer optimizer (SGD with the outer step size, annealed linearly in the paper) applies it:
 theta <- theta - eps * mean(theta - phi) = theta + eps * mean(phi - theta). A chunk's tasks adapt
 together, vectorized over tasks like MAML's inner loop.
+
+The paper's code keeps one Adam optimizer for all tasks, so its second-moment estimates (an average
+of squared gradients over the last thousand or so inner steps) scale each task's steps, at training and
+at test. `algorithm.carry_inner_state` does the same in a form that does not depend on which worker
+runs which task: the estimates and the step count are meta-state (`meta.state.adam_*`); every task of a
+step starts from them and the next step's state is the tasks' mean. Without it, each task starts them
+at zero, and its first Adam step moves every weight by the step size.
 """
 from __future__ import annotations
 
@@ -16,10 +23,13 @@ from typing import Sequence
 import torch
 
 from meta_dist.algorithms.base import ChunkOutput, MetaAlgorithm
+from meta_dist.errors import UserError
+from meta_dist.params import STATE_PREFIX
 from meta_dist.tasks.spec import TaskSpec
 
 Params = dict[str, torch.Tensor]
 ADAM_BETA2, ADAM_EPS = 0.999, 1e-8
+SECOND, COUNT = STATE_PREFIX + "adam_v.", STATE_PREFIX + "adam_t"  # carried Adam state (per parameter, steps)
 
 
 def minibatch_order(y: torch.Tensor) -> list[int]:
@@ -35,14 +45,27 @@ def minibatch_order(y: torch.Tensor) -> list[int]:
 
 
 class Reptile(MetaAlgorithm):
+    def init_params(self, seed: int) -> Params:
+        params = super().init_params(seed)
+        if self.cfg.carry_inner_state:
+            if self.cfg.inner_optimizer != "adam":
+                raise UserError("algorithm.carry_inner_state carries the inner Adam's state; set "
+                                "algorithm.inner_optimizer: adam, or drop carry_inner_state")
+            params.update({SECOND + k: torch.zeros_like(v) for k, v in list(params.items())})
+            params[COUNT] = torch.zeros(())
+        return params
+
     def inner_loop(self, fast: Params, x, y, steps: int, lr: float, on_step=None) -> Params:
         """Per-task SGD or Adam(beta1=0) on minibatches of (x, y); `fast` is stacked per task.
-        `on_step(i, fast)` sees the parameters after each step (evaluation curves, in one pass)."""
+        `on_step(i, fast)` sees the parameters after each step (evaluation curves, in one pass).
+        Carried Adam state in `fast` is where each task's estimates start, and comes back advanced."""
         n = x.shape[1]
         bs = self.cfg.inner_batch_size or n
         order = minibatch_order(y[0])
-        second = {k: torch.zeros_like(v) for k, v in fast.items()}
         names = list(self.model_params(fast))
+        carried = COUNT in fast
+        second = {k: fast[SECOND + k] if carried else torch.zeros_like(fast[k]) for k in names}
+        done = int(fast[COUNT][0]) if carried else 0  # identical for every task of a chunk
         for i in range(steps):
             idx = [order[((i * bs) + j) % n] for j in range(bs)]
             fast = {k: v.detach().requires_grad_() for k, v in fast.items()}
@@ -54,12 +77,15 @@ class Reptile(MetaAlgorithm):
                         continue
                     if self.cfg.inner_optimizer == "adam":
                         second[k] = ADAM_BETA2 * second[k] + (1 - ADAM_BETA2) * g * g
-                        v_hat = second[k] / (1 - ADAM_BETA2 ** (i + 1))
+                        v_hat = second[k] / (1 - ADAM_BETA2 ** (done + i + 1))
                         fast[k] = fast[k] - lr * g / (v_hat.sqrt() + ADAM_EPS)
                     else:
                         fast[k] = fast[k] - lr * g
             if on_step is not None:
                 on_step(i + 1, {k: v.detach() for k, v in fast.items()})
+        if carried:
+            fast.update({SECOND + k: second[k] for k in names})
+            fast[COUNT] = torch.full_like(fast[COUNT], float(done + steps))
         return {k: v.detach() for k, v in fast.items()}
 
     def chunk_update(self, params: Params, specs: Sequence[TaskSpec]) -> ChunkOutput:
@@ -67,7 +93,8 @@ class Reptile(MetaAlgorithm):
         base = {k: v.detach() for k, v in params.items()}
         phi = self.inner_loop(self.stack(base, b.num_tasks), b.support_x, b.support_y,
                               self.cfg.inner_steps, self.cfg.inner_lr)
-        delta = {k: (base[k].unsqueeze(0) - phi[k]).sum(0) for k in base}
+        # Weights: the pseudo-gradient; state entries: their new values, which the step averages.
+        delta = {k: (phi[k] if k.startswith(STATE_PREFIX) else base[k].unsqueeze(0) - phi[k]).sum(0) for k in base}
         metrics = {"meta_loss": float(self.task_losses(phi, b.query_x, b.query_y).detach().sum())}
         if self.family.metric == "accuracy":
             metrics["accuracy"] = float(self.task_metrics(phi, b.query_x, b.query_y).sum())

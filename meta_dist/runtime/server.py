@@ -2,7 +2,8 @@
 
 A plain class (the Ray actor is a thin wrapper in backend.py). It accepts only the mean update of
 a step (or, in asynchronous mode, of a group of chunks), refuses non-finite updates outright, and
-bumps the version on every applied update. (Bounded staleness in asynchronous mode is enforced by
+bumps the version on every applied update. State entries (`meta.state.*`, params.py) take the mean
+update's values as they are; the outer optimizer moves every other entry. (Bounded staleness in asynchronous mode is enforced by
 the driver, which knows the version each chunk result was computed on.)
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from meta_dist.config import Config, linear_anneal
-from meta_dist.params import ParamLayout
+from meta_dist.params import STATE_PREFIX, ParamLayout
 
 
 def meta_lr_at(config: Config, step: int) -> float:
@@ -29,6 +30,8 @@ class ParameterServer:
         self.config = config
         self.layout = ParamLayout.of(init_params)
         self.flat = torch.nn.Parameter(self.layout.flatten(init_params).detach().clone().float())
+        state = self.layout.mask(STATE_PREFIX)
+        self.state = state if state.any() else None
         a = config.algorithm
         if a.meta_optimizer == "adam":
             self.optimizer = torch.optim.Adam([self.flat], lr=a.meta_lr)
@@ -49,9 +52,12 @@ class ParameterServer:
             raise FloatingPointError("non-finite update reached the parameter server")
         for group in self.optimizer.param_groups:
             group["lr"] = meta_lr_at(self.config, step)
-        self.flat.grad = update
+        self.flat.grad = update if self.state is None else update.masked_fill(self.state, 0.0)
         self.optimizer.step()
         self.flat.grad = None
+        if self.state is not None:
+            with torch.no_grad():
+                self.flat[self.state] = update[self.state]
         self.version += 1
         return self.params()
 

@@ -29,7 +29,8 @@ def test_a_different_seed_gives_different_parameters(tmp_path):
 def test_other_algorithms_are_deterministic_across_workers(tmp_path, ray_local, algorithm):
     extra = ["algorithm.name=" + algorithm]
     if algorithm == "reptile":
-        extra += ["algorithm.meta_optimizer=sgd", "algorithm.meta_lr=0.1", "algorithm.inner_steps=3"]
+        extra += ["algorithm.meta_optimizer=sgd", "algorithm.meta_lr=0.1", "algorithm.inner_steps=3",
+                  "algorithm.inner_optimizer=adam", "algorithm.carry_inner_state=true"]
     local = train(tmp_path / "l", "runtime.backend=local", *extra)
     ray2 = train(tmp_path / "r", "runtime.backend=ray", "runtime.num_workers=2", *extra)
     assert local["params_sha256"] == ray2["params_sha256"]

@@ -115,6 +115,57 @@ def test_reptile_update_is_theta_minus_phi_of_inner_sgd():
         torch.testing.assert_close(out.grads[k], expected[k], rtol=1e-4, atol=1e-6)
 
 
+def adam_by_hand(params, x, y, second, done, steps, lr, bs):
+    """One task's Reptile inner loop with Adam (beta1 = 0) from second moments `second` after `done` steps."""
+    phi, second = {k: v.detach().clone() for k, v in params.items()}, dict(second)
+    for i in range(steps):
+        idx = [(i * bs + j) % x.shape[0] for j in range(bs)]
+        phi = {k: v.requires_grad_() for k, v in phi.items()}
+        grads = torch.autograd.grad(((mlp64(phi, x[idx]) - y[idx]) ** 2).mean(), list(phi.values()))
+        new = {}
+        for (k, v), g in zip(phi.items(), grads):
+            second[k] = 0.999 * second[k] + 0.001 * g * g
+            new[k] = (v - lr * g / ((second[k] / (1 - 0.999 ** (done + i + 1))).sqrt() + 1e-8)).detach()
+        phi = new
+    return phi, second
+
+
+def test_reptile_carries_the_inner_adam_state_from_step_to_step():
+    from meta_dist.params import ParamLayout
+    from meta_dist.runtime.server import ParameterServer
+
+    cfg, family, alg, params, specs = setup(
+        "algorithm.name=reptile", "algorithm.inner_optimizer=adam", "algorithm.carry_inner_state=true",
+        "algorithm.inner_steps=2", "algorithm.inner_lr=0.01", "algorithm.inner_batch_size=4",
+        "algorithm.meta_optimizer=sgd", "algorithm.meta_lr=0.5")
+    weights = [k for k in params if not k.startswith("meta.")]
+    assert set(params) == {*weights, *("meta.state.adam_v." + k for k in weights), "meta.state.adam_t"}
+    batch = family.materialize(specs)
+    server, layout = ParameterServer(cfg, params), ParamLayout.of(params)
+    state = {k: params["meta.state.adam_v." + k] for k in weights}
+    for step, done in ((1, 0), (2, 2)):  # the second step starts from the first one's mean state
+        current = server.named_params()
+        out = alg.chunk_update(current, specs)
+        tasks = [adam_by_hand({k: current[k] for k in weights}, batch.support_x[t], batch.support_y[t],
+                              state, done, 2, 0.01, 4) for t in range(3)]
+        for k in weights:
+            torch.testing.assert_close(out.grads[k], sum(current[k] - phi[k] for phi, _ in tasks), rtol=1e-4, atol=1e-6)
+        server.apply((layout.flatten(out.grads) / 3).numpy(), step)
+        new = server.named_params()
+        state = {k: sum(v[k] for _, v in tasks) / 3 for k in weights}
+        for k in weights:  # weights take the outer step; the state becomes the tasks' mean
+            torch.testing.assert_close(new[k], current[k] - 0.5 * out.grads[k] / 3)
+            torch.testing.assert_close(new["meta.state.adam_v." + k], state[k], rtol=1e-4, atol=1e-12)
+        assert float(new["meta.state.adam_t"]) == done + 2
+
+
+def test_carrying_the_inner_state_needs_the_adam_inner_optimizer():
+    from meta_dist.errors import UserError
+
+    with pytest.raises(UserError, match="inner_optimizer: adam"):
+        setup("algorithm.name=reptile", "algorithm.carry_inner_state=true")
+
+
 def test_reptile_minibatches_interleave_the_classes():
     from meta_dist.algorithms.reptile import minibatch_order
 
