@@ -3,8 +3,8 @@
 A plain class (the Ray actor is a thin wrapper in backend.py). It accepts only the mean update of
 a step (or, in asynchronous mode, of a group of chunks), refuses non-finite updates outright, and
 bumps the version on every applied update. State entries (`meta.state.*`, params.py) take the mean
-update's values as they are; the outer optimizer moves every other entry. (Bounded staleness in asynchronous mode is enforced by
-the driver, which knows the version each chunk result was computed on.)
+update's values as they are; the outer optimizer moves every other entry. (Bounded staleness in
+asynchronous mode is enforced by the driver, which knows the version each chunk result was computed on.)
 """
 from __future__ import annotations
 
