@@ -58,7 +58,8 @@ def test_a_chunk_step_stays_in_the_trust_region_improves_its_surrogate_and_repea
     before, _ = objective(objective.theta0, create_graph=False)
     after, kl = objective(objective.theta0 - step, create_graph=False)  # SGD, lr 1, on the mean
     assert float(after) < float(before) and 0 < float(kl) <= 0.01
-    assert out.metrics["kl"] / 3 == pytest.approx(float(kl))
+    # the step comes back as (theta0 - theta) * 3 and is divided again, in float32: equal to ~1e-6
+    assert out.metrics["kl"] / 3 == pytest.approx(float(kl), rel=1e-5)
 
 
 def test_each_algorithms_outer_step_option_on_the_other_is_a_user_error():
