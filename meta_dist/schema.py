@@ -228,6 +228,12 @@ class RLConfig:
     """MAML-RL: 0 = the runtime's optimizer takes the mean meta-gradient; > 0 = each chunk takes a TRPO step
     over its tasks within this mean KL and returns the parameter change (pair it with
     algorithm.meta_optimizer=sgd, meta_lr=1; chunk_size = meta_batch_size is the paper's step)."""
+    eval_episodes: int = 0
+    """MAML-RL at test: episodes sampled per adaptation step (0 = rl.num_episodes; the paper's 2D navigation
+    test: 40)."""
+    eval_lr_decay: float = 1.0
+    """MAML-RL at test: the step size of every adaptation step after the first is multiplied by this (the
+    paper halves it: 0.5)."""
     init_log_std: float = 0.0
     """Gaussian policies: initial state-independent log standard deviation (0 = std 1, as rllab)."""
     reward_scale: float = 1.0
@@ -295,13 +301,13 @@ POSITIVE = ("steps", "task.ways", "task.shots", "task.num_query", "algorithm.inn
             "algorithm.meta_batch_size", "runtime.threads_per_worker", "runtime.chunk_size",
             "checkpoint.every", "checkpoint.keep", "eval.num_tasks", "eval.num_query",
             "rl.horizon", "rl.num_episodes", "runtime.max_bad_steps", "rl.num_trials", "rl.num_arms",
-            "rl.num_pulls", "rl.reward_scale", "algorithm.metric_scale", "rl.ppo_epochs")
+            "rl.num_pulls", "rl.reward_scale", "algorithm.metric_scale", "rl.ppo_epochs", "rl.eval_lr_decay")
 NON_NEGATIVE = ("seed", "time_budget_s", "runtime.num_workers", "runtime.num_gpus_per_worker",
                 "runtime.num_gpu_workers", "runtime.staleness", "algorithm.inner_lr", "algorithm.meta_lr",
                 "algorithm.inner_batch_size", "algorithm.meta_lr_decay_every", "eval.inner_steps",
                 "eval.max_inner_steps", "eval.ways", "eval.shots", "eval.query_per_class", "eval.inner_lr", "eval.train_tasks",
                 "runtime.chunk_timeout_s", "runtime.placement_timeout_s", "runtime.stall_timeout_s", "rl.entropy_coef", "rl.value_coef",
-                "rl.max_kl")
+                "rl.max_kl", "rl.eval_episodes")
 
 
 # -- the reference in docs/configuration.md -------------------------------------------------------------

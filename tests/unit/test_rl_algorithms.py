@@ -140,6 +140,21 @@ def test_ucb1_and_thompson_beat_random_on_1000_bandit_instances():
     assert results == bandit_baselines(cfg, 1000)
 
 
+def test_maml_rl_test_protocol_samples_its_own_episode_count_and_shrinks_later_steps():
+    _, family, alg = setup("navigation2d", rl={"eval_episodes": 5, "eval_lr_decay": 0.5})
+    params, specs = alg.init_params(0), family.specs(0, "test", 0, 2)
+    curve = alg.eval_chunk(params, specs, 2, 0.0)
+    fast = alg.stack(params, 2)
+    for s, lr in ((0, 0.1), (1, 0.05)):  # the config's step, then half of it
+        traj = alg.rollout(fast, specs, ("eval", s), 5)
+        assert traj.obs.shape[:2] == (2, 5)
+        assert torch.equal(curve[:, s], traj.task_metric("return"))
+        fast = {k: v.detach() for k, v in alg.adapt(fast, traj, lr, create_graph=False).items()}
+    assert torch.equal(curve[:, 2], alg.rollout(fast, specs, ("eval", 2), 5).task_metric("return"))
+    with pytest.raises(UserError, match="RL\\^2 adapts without them"):
+        setup("navigation2d_rl2", rl={"eval_episodes": 40})
+
+
 def test_mismatched_model_or_task_is_a_user_error():
     with pytest.raises(UserError, match="policy_mlp"):
         setup("navigation2d", model={"name": "policy_gru"})

@@ -30,6 +30,9 @@ def build_rl_algorithm(config: Config, family: TaskFamily, device: torch.device 
     if config.rl.max_kl > 0:
         raise UserError("rl.max_kl applies to algorithm maml_rl (its TRPO step); RL^2 takes PPO's epochs with "
                         "rl.ppo_epochs: remove rl.max_kl")
+    if config.rl.eval_episodes or config.rl.eval_lr_decay != 1.0:
+        raise UserError("rl.eval_episodes and rl.eval_lr_decay set MAML-RL's test-time policy-gradient steps; "
+                        "RL^2 adapts without them: remove them")
     from meta_dist.algorithms.rl.rl2 import RL2
     return RL2(config, family, device, model)
 

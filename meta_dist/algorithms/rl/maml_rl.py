@@ -43,9 +43,10 @@ class MAMLRL(MetaAlgorithm):
         """Environment steps of one task's meta-training rollouts: before each inner step, and after."""
         return (self.cfg.inner_steps + 1) * self.config.rl.num_episodes * self.family.horizon
 
-    def rollout(self, fast: Params, specs: Sequence[TaskSpec], key: object) -> Trajectories:
+    def rollout(self, fast: Params, specs: Sequence[TaskSpec], key: object, episodes: int = 0) -> Trajectories:
+        """`episodes` per task (0 = rl.num_episodes) with the stacked parameters `fast`."""
         stacked = {k: v.detach() for k, v in fast.items()}
-        return rollout_gaussian(self.model, stacked, self.family, specs, self.config.rl.num_episodes, key)
+        return rollout_gaussian(self.model, stacked, self.family, specs, episodes or self.config.rl.num_episodes, key)
 
     def task_losses(self, fast: Params, traj: Trajectories) -> torch.Tensor:
         """Policy-gradient surrogate of each task on its episodes: [T] (differentiable in `fast`)."""
@@ -117,13 +118,16 @@ class MAMLRL(MetaAlgorithm):
     def eval_chunk(self, params: Params, specs: Sequence[TaskSpec], max_steps: int, inner_lr: float,
                    transductive_bn: bool = False) -> torch.Tensor:
         """Each task's metric (average return, or success rate) after 0..max_steps policy-gradient steps:
-        [T, max_steps + 1]."""
+        [T, max_steps + 1]. Each step samples rl.eval_episodes; steps after the first are rl.eval_lr_decay
+        times the first's size."""
+        rl = self.config.rl
         lr = inner_lr or self.cfg.inner_lr
         fast = self.stack({k: v.detach().cpu() for k, v in params.items()}, len(specs))
         curve = []
         for s in range(max_steps + 1):
-            traj = self.rollout(fast, specs, ("eval", s))
+            traj = self.rollout(fast, specs, ("eval", s), rl.eval_episodes)
             curve.append(traj.task_metric(self.family.metric))
             if s < max_steps:
-                fast = {k: v.detach() for k, v in self.adapt(fast, traj, lr, create_graph=False).items()}
+                step_lr = lr * (rl.eval_lr_decay if s else 1.0)
+                fast = {k: v.detach() for k, v in self.adapt(fast, traj, step_lr, create_graph=False).items()}
         return torch.stack(curve, 1)
