@@ -58,12 +58,18 @@ def source_commit() -> str:
         return ""
 
 
-def command() -> str:
-    """The command line of this process, as `meta-dist ...` when it is the console script."""
-    argv = list(sys.argv)
-    if argv and Path(argv[0]).name == "meta-dist":
+def as_typed(command_line: str) -> str:
+    """A recorded command line as a user types it: `meta-dist ...` for the console script and for
+    `python -m meta_dist.cli` (whose argv[0] is the module's file)."""
+    argv = shlex.split(command_line)
+    if argv and (Path(argv[0]).name == "meta-dist" or Path(argv[0]).parts[-2:] == ("meta_dist", "cli.py")):
         argv[0] = "meta-dist"
     return shlex.join(argv)
+
+
+def command() -> str:
+    """The command line of this process, as typed (`as_typed`)."""
+    return as_typed(shlex.join(sys.argv))
 
 
 def record() -> dict:

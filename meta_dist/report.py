@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from meta_dist import config as config_mod
 from meta_dist.errors import UserError
 from meta_dist.metrics import FILE as METRICS
+from meta_dist.provenance import as_typed
 from meta_dist.references import reference_for
 
 NEEDED = ("config.yaml", "eval.json", METRICS)
@@ -83,7 +84,7 @@ def markdown(runs: list[RunSummary]) -> str:
     lines = ["| run | training | result | paper | command |", "|---|---|---|---|---|"]
     for r in runs:
         training = f"{r.steps[-1]:,} steps, {r.train_s[-1]:.0f} s" if r.steps else "no steps"
-        command = r.origin.get("command")
+        command = as_typed(r.origin["command"]) if r.origin.get("command") else ""
         cells = [f"`{r.run_dir.name}`", training, measured(r.eval), reference_for(r.config),
                  f"`{command}`" if command else "not recorded"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")

@@ -22,6 +22,13 @@ def runs(tmp_path_factory):
     return root
 
 
+def test_commands_read_as_typed():
+    assert provenance.as_typed("/venv/bin/meta-dist train --config a --set 'x=[1, 2]'") == \
+        "meta-dist train --config a --set 'x=[1, 2]'"
+    assert provenance.as_typed("/src/meta_dist/cli.py eval --run-dir r") == "meta-dist eval --run-dir r"
+    assert provenance.as_typed("python examples/own_tasks.py") == "python examples/own_tasks.py"
+
+
 def test_the_table_holds_each_runs_own_figures(runs, tmp_path, capsys):
     out = tmp_path / "results.md"
     assert cli.main(["report", str(runs / "maml_run"), str(runs / "reptile_run"), "--out", str(out),
