@@ -31,7 +31,7 @@ class ParameterServer:
         self.layout = ParamLayout.of(init_params)
         self.flat = torch.nn.Parameter(self.layout.flatten(init_params).detach().clone().float())
         state = self.layout.mask(STATE_PREFIX)
-        self.state = state if state.any() else None
+        self.state_entries = state if state.any() else None
         a = config.algorithm
         if a.meta_optimizer == "adam":
             self.optimizer = torch.optim.Adam([self.flat], lr=a.meta_lr)
@@ -52,12 +52,12 @@ class ParameterServer:
             raise FloatingPointError("non-finite update reached the parameter server")
         for group in self.optimizer.param_groups:
             group["lr"] = meta_lr_at(self.config, step)
-        self.flat.grad = update if self.state is None else update.masked_fill(self.state, 0.0)
+        self.flat.grad = update if self.state_entries is None else update.masked_fill(self.state_entries, 0.0)
         self.optimizer.step()
         self.flat.grad = None
-        if self.state is not None:
+        if self.state_entries is not None:
             with torch.no_grad():
-                self.flat[self.state] = update[self.state]
+                self.flat[self.state_entries] = update[self.state_entries]
         self.version += 1
         return self.params()
 
