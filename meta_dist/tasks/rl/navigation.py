@@ -5,8 +5,9 @@ in units of the top speed 0.1 (the official code wraps the environment in rllab'
 maps the policy's [-1, 1] onto the [-0.1, 0.1] action box, so a policy's initial noise, standard
 deviation 1, is one top speed, not ten); reward = -(L2 distance to the goal) after the move, goal ~
 U[-0.5, 0.5]^2, horizon `rl.horizon` (100). An episode terminates early once both coordinates are
-within 0.01 of the goal, as in the official code. `Navigation2DEnv` is the gymnasium form; `VecNavigation2D` steps all episodes of a
-chunk of tasks as one tensor op, with the same float32 arithmetic.
+within 0.01 of the goal, as in the official code. `Navigation2DEnv` is the gymnasium form;
+`VecNavigation2D` steps all episodes of a chunk of tasks as one tensor op, with the same float32
+arithmetic.
 """
 from __future__ import annotations
 
