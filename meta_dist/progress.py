@@ -41,6 +41,11 @@ class StatusLine:
             self.open = False
 
 
+def _rate(per_s: float) -> str:
+    """Whole numbers from 10 up, two significant digits below (Meta-World steps take seconds)."""
+    return f"{per_s:.0f}" if per_s >= 10 else f"{per_s:.2g}"
+
+
 class StepProgress:
     """Meta-training: step, loss, tasks/s, ETA."""
 
@@ -57,7 +62,7 @@ class StepProgress:
         rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - step) / rate if rate > 0 else 0.0
         self.line.show(f"step {step}/{self.total} | loss {row['meta_loss']:.4f} | "
-                       f"{self.tasks / max(elapsed, 1e-9):.0f} tasks/s | ETA {int(eta // 60)}m{int(eta % 60):02d}s", final)
+                       f"{_rate(self.tasks / max(elapsed, 1e-9))} tasks/s | ETA {int(eta // 60)}m{int(eta % 60):02d}s", final)
 
     def close(self) -> None:
         self.line.close()
