@@ -1,11 +1,12 @@
 """Evaluation episodes on a RayBackend's workers: the end of `train` on the run's own workers,
 `meta-dist eval --workers N` on workers started for it.
 
-The episodes come in fixed chunks (evaluation.py). Each idle actor gets the next chunk; where the driver is
-worker 0 it computes one chunk in-process whenever every actor is busy. Curves are put back in chunk
-order, so the result does not depend on which worker computed what. An actor that dies, or holds a chunk
-past `runtime.chunk_timeout_s`, is left out for the rest of the evaluation and its chunk goes back to
-the queue; with no actor left, the driver computes the rest. An exception in the user's code is raised
+The episodes come in fixed chunks (evaluation.py). Each actor has the next chunks queued on it (two at a
+time), so it never waits for the driver between chunks; where the driver is worker 0 it computes one chunk
+in-process on each turn of its loop. Curves are put back in chunk order, so the result does not depend on
+which worker computed what. An actor that dies, or holds a chunk past `runtime.chunk_timeout_s`, is left
+out for the rest of the evaluation and its chunks go back to the queue; with no actor left, the driver
+computes the rest. An exception in the user's code is raised
 once, with its traceback.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Callable, Iterator
 
 import torch
@@ -26,6 +27,7 @@ from meta_dist.runtime.step_runner import raise_cause
 from meta_dist.tasks.spec import TaskSpec
 
 log = logging.getLogger("meta_dist")
+PREFETCH = 2  # chunks queued on each actor at a time
 
 
 class EvalPool:
@@ -37,6 +39,7 @@ class EvalPool:
         self.actors = [i for i, ok in enumerate(backend.alive) if ok and not backend.is_local(i)]
         ex = self.ray.exceptions
         self.lost_errors = (ex.RayActorError, ex.WorkerCrashedError, ex.ObjectLostError)
+        self.head_since: dict[int, float] = {}  # actor -> when the oldest of its queued chunks started
 
     @property
     def num_workers(self) -> int:
@@ -46,16 +49,12 @@ class EvalPool:
                in_process: Callable[[int], torch.Tensor], progress) -> list[torch.Tensor]:
         """Every chunk's curves, in chunk order; `in_process(j)` computes chunk j in the driver."""
         flat = self.ray.put(ParamLayout.of(params).flatten(params).detach().cpu().numpy())
+        send = lambda index, j: self.backend.workers[index].eval_chunk.remote(flat, chunks[j], settings)  # noqa: E731
         queue, inflight = deque(range(len(chunks))), {}
         out: list[torch.Tensor | None] = [None] * len(chunks)
         total, done = sum(len(c) for c in chunks), 0
         while queue or inflight:
-            busy = {index for index, _, _ in inflight.values()}
-            for index in [i for i in self.actors if i not in busy]:
-                if queue:
-                    j = queue.popleft()
-                    ref = self.backend.workers[index].eval_chunk.remote(flat, chunks[j], settings)
-                    inflight[ref] = (index, j, time.monotonic())
+            self._fill(queue, inflight, send)
             finished = []
             if queue and self._driver_computes():
                 j = queue.popleft()
@@ -66,6 +65,19 @@ class EvalPool:
                 done += len(chunks[j])
                 progress(done, total)
         return out
+
+    def _fill(self, queue: deque, inflight: dict, send: Callable) -> None:
+        """Queues chunks on every actor up to PREFETCH. An actor runs its calls in order, so it starts the
+        next chunk as soon as it finishes one, even while the driver is busy with a chunk of its own."""
+        load = Counter(index for index, _ in inflight.values())
+        for index in self.actors:
+            if not load[index]:
+                self.head_since[index] = time.monotonic()
+            for _ in range(PREFETCH - load[index]):
+                if not queue:
+                    return
+                j = queue.popleft()
+                inflight[send(index, j)] = (index, j)
 
     def _driver_computes(self) -> bool:
         """Whether the driver takes a chunk while the actors work: where it is a worker, or no actor is left."""
@@ -79,25 +91,28 @@ class EvalPool:
         ready, _ = self.ray.wait(list(inflight), num_returns=1, timeout=wait_s)
         finished = []
         for ref in ready:
-            index, j, _ = inflight.pop(ref)
+            index, j = inflight.pop(ref)
             try:
                 out[j] = torch.tensor(self.ray.get(ref))  # a copy: the object store's array is read-only
                 finished.append(j)
+                self.head_since[index] = time.monotonic()  # its next queued chunk starts now
             except self.ray.exceptions.RayTaskError as e:
                 raise_cause(e)
             except self.lost_errors as e:
-                self._drop(index, j, queue, f"lost ({type(e).__name__})")
+                self._drop(index, inflight, queue, f"lost ({type(e).__name__})")
+                queue.appendleft(j)  # ahead of the chunks that were queued behind it
         now, limit = time.monotonic(), self.backend.config.runtime.chunk_timeout_s
-        for ref, (index, j, sent) in list(inflight.items()):
-            if now - sent > limit:
-                del inflight[ref]
-                self.ray.kill(self.backend.workers[index], no_restart=False)
-                self._drop(index, j, queue, f"past chunk_timeout_s ({limit:g} s)")
+        busy = {index for index, _ in inflight.values()}
+        for index in [i for i in self.actors if i in busy and now - self.head_since[i] > limit]:
+            self.ray.kill(self.backend.workers[index], no_restart=False)
+            self._drop(index, inflight, queue, f"past chunk_timeout_s ({limit:g} s)")
         return finished
 
-    def _drop(self, index: int, j: int, queue: deque, why: str) -> None:
+    def _drop(self, index: int, inflight: dict, queue: deque, why: str) -> None:
+        """Leaves actor `index` out from now on; its queued chunks go back to the front of the queue."""
         self.actors.remove(index)
-        queue.appendleft(j)
+        mine = [ref for ref, (i, _) in inflight.items() if i == index]
+        queue.extendleft(reversed([inflight.pop(ref)[1] for ref in mine]))
         log.warning("evaluation: worker %d %s; its episodes go to another worker", index, why)
 
 
