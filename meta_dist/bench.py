@@ -84,13 +84,13 @@ def measure_runtime(config: Config, num_workers: int, init: dict, components: Co
                                       and time.perf_counter() < settle_until):
             step += 1
             timed_step(backend, family, cfg, step)
-        channels = len(backend.channels)
         timings, start = [], time.perf_counter()
         while time.perf_counter() - start < duration_s:
             step += 1
             timing = timed_step(backend, family, cfg, step)
             timings.append(timing)
         elapsed = time.perf_counter() - start
+        channels = len(backend.channels)  # at the end: long chunks switch a run to ordinary calls
     finally:
         backend.shutdown()
     nodes = len({info.get("node_id") or "driver" for info in backend.worker_info})

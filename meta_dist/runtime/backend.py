@@ -12,7 +12,8 @@ In synchronous mode, actors on the driver's node are reached through a Ray Compi
 shared-memory channel, a 0.07 ms round trip against 0.8 ms for an ordinary actor call. Any fault on
 that path (a lost actor, a chunk past `chunk_timeout_s`, whose actor is then restarted) closes the
 worker's channel and hands its chunks to the ordinary path above; the channel is compiled again once
-the worker answers.
+the worker answers. A channel's reader polls while it waits, so a run whose steps keep waiting on
+channels (chunks of seconds, as Meta-World's) switches to ordinary calls for good.
 
 On a local Ray in synchronous mode the driver is worker 0 (`runtime.driver_worker`): it computes its
 share of each step in-process after dispatching the actors' shares, the way RLlib's local worker
@@ -101,6 +102,10 @@ class LocalBackend:
 
 LOCAL = "driver"  # stands in `RayBackend.workers` for the driver's in-process worker
 FOLD_PAUSE_STEPS = 10  # after a node-by-node step fell back, the next ones run chunk by chunk
+# Ray's channel reader polls (sched_yield) while it waits, taking CPU from the workers beside it: 20% of a
+# core on Meta-World's 3 s chunks (2 vCPUs), where an ordinary call sleeps and costs ~1 ms a step. Steps
+# whose channel reads wait this long, this many times running, switch a run to ordinary calls.
+SPIN_WAIT_S, SPIN_STEPS = 0.1, 3
 
 
 class RayBackend(AsyncCalls):
@@ -156,6 +161,7 @@ class RayBackend(AsyncCalls):
         self._version = 0
         self.channels: dict[int, CompiledChannel] = {}
         self.compiled = placement.compiled_may_apply(config)
+        self._long_waits = 0  # steps running whose channel reads waited SPIN_WAIT_S or more
         for index, info in enumerate(self.worker_info):
             self._open_channel(index, info)
         self._inflight: dict[Any, tuple[int, list[Chunk], float]] = {}
@@ -363,12 +369,23 @@ class RayBackend(AsyncCalls):
             if group:
                 runner.submit(i, group, fast)
         results = runner.run()
+        if fast:
+            self._weigh_channels(runner.channel_wait_s)
         ledger = runner.ledger
         self.lost_workers += ledger.lost_workers
         self.backup_tasks += ledger.backups
         if not ledger.faulted:  # a fault's step says nothing about the driver's share
             self._record_share(groups, len(chunks), started)
         return results
+
+    def _weigh_channels(self, waited_s: float) -> None:
+        """Ordinary calls for the rest of the run once SPIN_STEPS steps running have waited SPIN_WAIT_S or
+        more in channel reads: chunks that long gain nothing from the channel's faster round trip."""
+        self._long_waits = self._long_waits + 1 if waited_s >= SPIN_WAIT_S else 0
+        if self._long_waits >= SPIN_STEPS and self.compiled:
+            log.info("the last step waited %.2f s on compiled channels: ordinary actor calls from now on "
+                     "(a channel's reader polls a core while it waits)", waited_s)
+            self._channels_off()
 
     def _record_share(self, groups: list[tuple[int, list[Chunk]]], num_chunks: int, started: float) -> None:
         """Where the driver computes beside actors, the time a step took with the driver's share."""

@@ -7,6 +7,7 @@ gets a backup, when the step gives up) is the `StepLedger`'s, on plain data (led
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from meta_dist.errors import ChunkError, UserError
@@ -36,6 +37,7 @@ class StepRunner:
         self.pending: dict[Any, Dispatch] = {}  # ordinary calls: object ref -> what it carries
         self.compiled: list[tuple[Dispatch, Any]] = []  # channel submissions, in order
         self.local: list[Chunk] = []  # the driver's own share, computed once the actors have theirs
+        self.channel_wait_s = 0.0  # time spent in compiled-channel reads (RayBackend weighs it)
         ex = self.ray.exceptions
         self.lost_errors = (ex.RayActorError, ex.WorkerCrashedError, ex.ObjectLostError, ex.RayChannelError)
 
@@ -91,6 +93,7 @@ class StepRunner:
         channel's next read, so a worker past the deadline is restarted and its chunks backed up."""
         b, ray = self.backend, self.ray
         alone = len(b.workers) == 1  # nobody to back up to: wait, as ordinary calls do
+        started = time.perf_counter()
         for dispatch, ref in self.compiled:
             deadline = dispatch.sent_at + self.ledger.chunk_timeout_s - self.ledger.clock()
             try:
@@ -105,6 +108,7 @@ class StepRunner:
             except self.lost_errors as e:
                 self._lost(dispatch, e)
         self.compiled = []
+        self.channel_wait_s += time.perf_counter() - started
 
     def _accept(self, index: int, values: list[ChunkResult]) -> None:
         self.ledger.accept(values)

@@ -108,3 +108,13 @@ def test_worker_lost_between_steps_is_absorbed_when_its_channel_is_next_written(
     assert any("worker 1 lost during step 4" in r.getMessage() for r in caplog.records)
     assert hook.after[3] == [0, 1] and hook.after[4] == [0]
     assert final_digest(tmp_path / "run") == reference
+
+
+def test_steps_that_keep_waiting_on_channels_switch_to_ordinary_calls_bitwise(tmp_path, ray_local, reference,
+                                                                             faults):
+    """Chunks of 0.3 s and more on three steps running: the driver stops polling channels for them."""
+    faults(*({"kind": "hang", "worker": 1, "step": step, "seconds": 0.3} for step in (2, 3, 4)))
+    trainer, after = run(tmp_path / "run", *TWO_ACTORS)
+    assert after[3] == [0, 1] and after[4] == [] and after[12] == []
+    assert trainer.backend.backup_tasks == 0 and trainer.backend.lost_workers == 0
+    assert final_digest(tmp_path / "run") == reference
