@@ -67,17 +67,20 @@ class EvalPool:
         return out
 
     def _fill(self, queue: deque, inflight: dict, send: Callable) -> None:
-        """Queues chunks on every actor up to PREFETCH. An actor runs its calls in order, so it starts the
-        next chunk as soon as it finishes one, even while the driver is busy with a chunk of its own."""
+        """Queues chunks on the actors, breadth first, up to PREFETCH each. An actor runs its calls in order,
+        so it starts its next chunk as soon as one is done, even while the driver computes a chunk of its
+        own. A further chunk goes only where the queue outlasts a round of all workers: at the end, a chunk
+        queued behind a busy actor would leave another worker idle."""
         load = Counter(index for index, _ in inflight.values())
         for index in self.actors:
             if not load[index]:
                 self.head_since[index] = time.monotonic()
-            for _ in range(PREFETCH - load[index]):
-                if not queue:
-                    return
-                j = queue.popleft()
-                inflight[send(index, j)] = (index, j)
+        for depth in range(1, PREFETCH + 1):
+            for index in self.actors:
+                if queue and load[index] < depth and (depth == 1 or len(queue) > self.num_workers):
+                    j = queue.popleft()
+                    inflight[send(index, j)] = (index, j)
+                    load[index] += 1
 
     def _driver_computes(self) -> bool:
         """Whether the driver takes a chunk while the actors work: where it is a worker, or no actor is left."""

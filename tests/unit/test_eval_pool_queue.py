@@ -53,32 +53,40 @@ def fill(p: EvalPool, chunks: int):
     return queue, inflight
 
 
-def test_every_actor_has_prefetch_chunks_queued_in_turn():
+def test_every_actor_has_prefetch_chunks_queued_breadth_first():
     p = pool()
-    queue, inflight = fill(p, 5)
+    queue, inflight = fill(p, 7)
     assert PREFETCH == 2
-    assert list(inflight.values()) == [(0, 0), (0, 1), (1, 2), (1, 3)]
-    assert list(queue) == [4]
+    assert list(inflight.values()) == [(0, 0), (1, 1), (0, 2), (1, 3)]
+    assert list(queue) == [4, 5, 6]
+
+
+def test_at_the_end_no_chunk_waits_behind_a_busy_actor():
+    p = pool()
+    queue, inflight = fill(p, 5)  # after a round of both actors, 3 chunks: one more, then 2 for 2 workers
+    assert list(inflight.values()) == [(0, 0), (1, 1), (0, 2)]
+    assert list(queue) == [3, 4]
 
 
 def test_a_queued_chunk_is_timed_from_when_its_predecessor_finished(monkeypatch):
     p = pool()
-    queue, inflight = fill(p, 4)
+    queue, inflight = fill(p, 6)
+    queue.clear()  # nothing left to send: only the four queued chunks
     clock = time.monotonic()
     monkeypatch.setattr(eval_pool.time, "monotonic", lambda: clock)
     clock += LIMIT_S - 1
     p.backend.ray.ready = [(0, 0)]
-    out = [None] * 4
+    out = [None] * 6
     assert p._collect(inflight, queue, out) == [0]  # actor 0's second chunk starts its clock now
     clock += LIMIT_S - 1
-    p.backend.ray.ready = [(1, 2)]
-    assert p._collect(inflight, queue, out) == [2]
+    p.backend.ray.ready = [(1, 1)]
+    assert p._collect(inflight, queue, out) == [1]
     assert p.backend.ray.killed == [] and p.actors == [0, 1]
     clock += 2
     p.backend.ray.ready = []
     assert p._collect(inflight, queue, out) == []
     assert p.backend.ray.killed == [0] and p.actors == [1]
-    assert list(queue) == [1] and list(inflight.values()) == [(1, 3)]
+    assert list(queue) == [2] and list(inflight.values()) == [(1, 3)]
 
 
 def test_a_lost_actor_hands_back_all_its_chunks_in_order():
@@ -91,11 +99,11 @@ def test_a_lost_actor_hands_back_all_its_chunks_in_order():
         return [float(ref[1])]
 
     p.backend.ray.get = get
-    p.backend.ray.ready = [(1, 2)]
+    p.backend.ray.ready = [(1, 1)]
     assert p._collect(inflight, queue, [None] * 6) == []
     assert p.actors == [0]
-    assert list(queue) == [2, 3, 4, 5]
-    assert list(inflight.values()) == [(0, 0), (0, 1)]
+    assert list(queue) == [1, 3, 4, 5]
+    assert list(inflight.values()) == [(0, 0), (0, 2)]
 
 
 @pytest.mark.parametrize("actors", [1, 3])
