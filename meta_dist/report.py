@@ -76,6 +76,9 @@ def measured(result: dict) -> str:
     if result.get("within_alphabet"):
         shape.append("within one alphabet")
     shape.append(f"{result['tasks']} {result['split']} tasks")
+    train = result.get("train_split")
+    if train:  # the meta-train figure, which papers report beside the meta-test one (Meta-World)
+        shape.append(f"{value(train['mean'])} on {train['tasks']} train tasks")
     return f"{text}; {', '.join(shape)}"
 
 

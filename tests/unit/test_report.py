@@ -77,3 +77,8 @@ def test_the_result_cell_names_the_adaptation_steps_and_the_curves_ends():
     rl2 = {"metric": "return", "mean": 6.2, "ci95": 0.1, "inner_steps": 1, "curve": curve[:2], "tasks": 9,
            "split": "test", "curve_axis": "episodes"}
     assert measured(rl2) == "**6.2 ± 0.1** at episode 2 (2.9 at episode 1); 9 test tasks"
+    success = {"metric": "success", "unit": "%", "mean": 36.0, "ci95": 13.4, "inner_steps": 1, "curve": curve[:2],
+               "tasks": 50, "split": "test", "curve_axis": "episodes",
+               "train_split": {"metric": "success", "mean": 24.0, "ci95": 12.0, "tasks": 50}}
+    assert measured(success) == ("**36.00% ± 13.40** at episode 2 (2.90% at episode 1); 50 test tasks, "
+                                 "24.00% on 50 train tasks")
