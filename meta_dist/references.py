@@ -25,14 +25,11 @@ _REFERENCES = {
     ("cheetah_dir", "maml_rl"): "Half-cheetah direction return after 0/1/2/3 steps: MAML -50.7 / 293 / 313 / 316, "
                                 "oracle 443 (Finn et al. 2017, Sec. 5.3)",
     ("bandits", "rl2"): "Bernoulli bandits, 10 pulls, 5 arms: RL^2 6.7, Gittins 6.6, random 5.0 (Duan et al. 2016)",
-    ("metaworld_ml1", "rl2"): "no ML1 figure quoted; ML10 meta-test for scale: RL^2 35.8%, MAML 31.6% (Yu et al.)",
-    ("metaworld_ml1", "maml_rl"): "no ML1 figure quoted; ML10 meta-test for scale: MAML 31.6%, RL^2 35.8% "
-                                  "(Yu et al.)",
-    ("metaworld_ml10", "rl2"): "ML10 success, meta-train / meta-test: RL^2 86.9% / 35.8% (Yu et al., updated "
-                               "manuscript)",
-    ("metaworld_ml10", "maml_rl"): "ML10 success, meta-train / meta-test: MAML 44.4% / 31.6% (Yu et al., updated "
-                                   "manuscript)",
-    ("metaworld_ml45", "rl2"): "ML45 success, meta-train / meta-test: RL^2 70% / 33.3% (Yu et al., updated manuscript)",
+    ("metaworld_ml1", "rl2"): "no ML1 figure quoted (Yu et al. report ML10 and ML45)",
+    ("metaworld_ml1", "maml_rl"): "no ML1 figure quoted (Yu et al. report ML10 and ML45)",
+    ("metaworld_ml10", "rl2"): "ML10 success, meta-test / meta-train: RL^2 35.8% / 86.9% (Yu et al.)",
+    ("metaworld_ml10", "maml_rl"): "ML10 success, meta-test / meta-train: MAML 31.6% / 44.4% (Yu et al.)",
+    ("metaworld_ml45", "rl2"): "ML45 success, meta-test / meta-train: RL^2 33.3% / 70% (Yu et al.)",
 }
 # Omniglot's 20-way 1-shot episodes within one evaluation alphabet (Lake et al.'s background split), for any
 # algorithm evaluated that way (eval.within_alphabet).
