@@ -6,8 +6,7 @@ time), so it never waits for the driver between chunks; where the driver is work
 in-process on each turn of its loop. Curves are put back in chunk order, so the result does not depend on
 which worker computed what. An actor that dies, or holds a chunk past `runtime.chunk_timeout_s`, is left
 out for the rest of the evaluation and its chunks go back to the queue; with no actor left, the driver
-computes the rest. An exception in the user's code is raised
-once, with its traceback.
+computes the rest. An exception in the user's code is raised once, with its traceback.
 """
 from __future__ import annotations
 
