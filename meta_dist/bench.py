@@ -76,6 +76,7 @@ def measure_runtime(config: Config, num_workers: int, init: dict, components: Co
     cfg = config_mod.with_overrides(config, runtime={"num_workers": num_workers, **gpu_workers(config, num_workers)})
     family = components.family
     backend = RayBackend(cfg, init, components, session)
+    built = len(backend.channels)
     # Steady state only: where the driver computes beside actors, its share is settled by timing steps.
     tuned = backend.local is not None and backend.num_workers > 1
     try:
@@ -90,12 +91,12 @@ def measure_runtime(config: Config, num_workers: int, init: dict, components: Co
             timing = timed_step(backend, family, cfg, step)
             timings.append(timing)
         elapsed = time.perf_counter() - start
-        channels = len(backend.channels)  # at the end: long chunks switch a run to ordinary calls
+        still_open = len(backend.channels)  # long chunks switch a run to ordinary calls
     finally:
         backend.shutdown()
     nodes = len({info.get("node_id") or "driver" for info in backend.worker_info})
-    return {**summarize(num_workers, timings, elapsed), "compiled_channels": channels, "nodes": nodes,
-            "threads_per_worker": cfg.runtime.threads_per_worker}
+    return {**summarize(num_workers, timings, elapsed), "compiled_channels": built, "channels_open_at_end": still_open,
+            "nodes": nodes, "threads_per_worker": cfg.runtime.threads_per_worker}
 
 
 def summarize(num_workers: int, timings: list[StepTiming], elapsed_s: float) -> dict:

@@ -46,6 +46,18 @@ def _ratio(value: float | None) -> str:
     return f"{value:>6.2f}x" if value else f"{'-':>7}"
 
 
+def channels_phrase(results: list[dict]) -> str:
+    """How the driver reached its actors: compiled channels, kept to the end or given up for
+    ordinary calls once steps waited long on them (backend.py), or ordinary calls throughout."""
+    if not any(r["compiled_channels"] for r in results):
+        return "; ordinary actor calls"
+    closed = [r["workers"] for r in results
+              if r.get("channels_open_at_end", r["compiled_channels"]) < r["compiled_channels"]]
+    return "; actors reached through compiled channels" + (
+        f" (ordinary calls by the end with {', '.join(map(str, closed))} workers: steps waited long on them)"
+        if closed else "")
+
+
 def format_table(report: dict) -> str:
     w = report["workload"]
     hw = w["hardware"]
@@ -55,8 +67,7 @@ def format_table(report: dict) -> str:
              f"hardware: {hw['cpu']}, {hw['cores']} cores; torch {hw['torch']}, ray {hw['ray']}",
              "workers: " + ("the driver computes as worker 0, the others are actors" if w["driver_worker"]
                             else "all actors (runtime.driver_worker off, or not applicable)")
-             + ("; actors reached through compiled channels" if any(r["compiled_channels"] for r in report["results"])
-                else "; ordinary actor calls"),
+             + channels_phrase(report["results"]),
              *(reference_line(v) for v in ([refs["loop"], *refs["vmap"]] if refs else [])),
              "",
              f"{'workers':>7} {'tasks/s':>8} " + (f"{'env st/s':>9} " if rl else f"{'vs ref':>7} {'vs vmap':>7} ")

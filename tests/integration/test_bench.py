@@ -36,6 +36,7 @@ def check_report(report: dict, workers: list[int]) -> None:
         assert r["time_split"]["wait_s"] >= 0
         assert r["overhead_ms_per_step"] == pytest.approx(r["step_ms"] - 1000 * r["time_split"]["compute_s"])
         assert r["step_ms_median"] > 0 and r["compiled_channels"] in range(r["workers"])
+        assert 0 <= r["channels_open_at_end"] <= r["compiled_channels"]  # long steps close them
         chunks = -(-w["meta_batch_size"] // w["chunk_size"])
         assert 0 <= r["driver_chunks_per_step"] <= (chunks if w["driver_worker"] else 0)
         # Every chunk an actor computed reaches the driver as one update of the model's size.

@@ -9,12 +9,13 @@ def _report(rows: list[dict]) -> dict:
                 "reference_threads": 2, "scaling_base_workers": 1,
                 "hardware": {"cpu": "AMD EPYC", "cores": 2, "torch": "2.14.1", "ray": "2.58.1"}}
     results = []
-    for workers, step_ms, channels in rows:
+    for workers, step_ms, channels, *still_open in rows:
         results.append({"workers": workers, "tasks_per_s": 25e3 / step_ms, "speedup_vs_reference": 7.0,
                         "speedup_vs_vmap": 1.25 if workers == 1 else None,
                         "scaling_efficiency": 1.0, "step_ms": step_ms, "step_ms_median": step_ms - 0.05,
                         "overhead_ms_per_step": 0.5, "driver_chunks_per_step": 2.0 / workers,
-                        "compiled_channels": channels, "nodes": 1,
+                        "compiled_channels": channels, "channels_open_at_end": (still_open or [channels])[0],
+                        "nodes": 1,
                         "driver_ingress": {"updates_per_step": workers - 1.0, "bytes_per_step": 6884.0 * (workers - 1)},
                         "time_split": {"compute_s": 0.0028, "wait_s": 0.0, "communication_s": 0.0001,
                                        "aggregation_s": 0.0002, "specs_s": 0.00025}})
@@ -55,3 +56,10 @@ def test_a_meta_rl_table_shows_environment_steps_instead_of_the_references():
     assert "reference (one process" not in table and "env st/s: environment steps per second" in table
     rows = {line.split()[0]: line.split() for line in table.splitlines() if line.split()[:1] in (["1"], ["2"])}
     assert rows["1"][:3] == ["1", "7622.0", "7621951"]
+
+
+def test_table_says_when_long_steps_gave_up_the_channels():
+    table = format_table(_report([(1, 3.28, 0), (2, 2.43, 1, 0), (3, 2.0, 2, 2)]))
+    assert "actors reached through compiled channels (ordinary calls by the end with 2 workers: " \
+           "steps waited long on them)" in table
+    assert "ordinary actor calls" in format_table(_report([(1, 3.28, 0)]))
