@@ -51,8 +51,7 @@ def channels_phrase(results: list[dict]) -> str:
     ordinary calls once steps waited long on them (backend.py), or ordinary calls throughout."""
     if not any(r["compiled_channels"] for r in results):
         return "; ordinary actor calls"
-    closed = [r["workers"] for r in results
-              if r.get("channels_open_at_end", r["compiled_channels"]) < r["compiled_channels"]]
+    closed = [r["workers"] for r in results if r["channels_open_at_end"] < r["compiled_channels"]]
     return "; actors reached through compiled channels" + (
         f" (ordinary calls by the end with {', '.join(map(str, closed))} workers: steps waited long on them)"
         if closed else "")
