@@ -24,6 +24,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def patient_channels(monkeypatch):
+    """Compiled channels kept whatever a step waits on them: a slow or busy machine would otherwise
+    switch a run to ordinary calls (backend.SPIN_WAIT_S) in tests that check the channels are used."""
+    from meta_dist.runtime import backend
+
+    monkeypatch.setattr(backend, "SPIN_WAIT_S", float("inf"))
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A real single-node Ray on 127.0.0.1 for one test module (2 CPUs, no dashboard)."""

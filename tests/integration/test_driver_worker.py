@@ -25,7 +25,7 @@ def own_local_ray(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
-def test_driver_and_one_actor_reproduce_the_in_process_run_bitwise(tmp_path, reference):
+def test_driver_and_one_actor_reproduce_the_in_process_run_bitwise(tmp_path, reference, patient_channels):
     channels = []
     trainer = Trainer(small_config(*DRIVER_AND_ONE_ACTOR), tmp_path / "run",
                       on_step=lambda step, row: channels.append(sorted(trainer.backend.channels)))
