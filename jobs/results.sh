@@ -38,7 +38,7 @@ declare -A rows=(
   [bandits_rl2]="--config bandits_rl2 --backend local"
   [metaworld_ml1_reach_rl2]="--config metaworld_ml1_reach_rl2 --workers 2 --time-budget-s 1800 --set rl.num_episodes=2 --set eval.inner_steps=1 --set eval.max_inner_steps=1"
   [metaworld_ml10_rl2]="--config metaworld_ml10_rl2 --workers 2 --time-budget-s 3600 --set checkpoint.every=1 --set checkpoint.keep=1000 --set eval.num_tasks=50 --set eval.train_tasks=20"
-  [metaworld_ml10_maml]="--config metaworld_ml10_maml --workers 2 --time-budget-s 1800 --set eval.num_tasks=50 --set eval.train_tasks=20"
+  [metaworld_ml10_maml]="--config metaworld_ml10_maml --workers 2 --time-budget-s 3600 --set eval.num_tasks=50 --set eval.train_tasks=20"
 )
 order=(sinusoid_maml sinusoid_fomaml sinusoid_reptile omniglot_protonet omniglot_maml omniglot_fomaml omniglot_reptile
        omniglot_metasgd omniglot_anil omniglot_matchingnet omniglot_siamese omniglot_lake_protonet navigation2d_maml
