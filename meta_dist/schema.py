@@ -150,7 +150,9 @@ class RuntimeConfig:
     address: str = ""
     """Ray cluster address ('' = start a local single-node Ray; 'auto' or host:port to join one)."""
     chunk_timeout_s: float = 120.0
-    """Re-dispatch a chunk (backup task) that has not returned after this long."""
+    """Re-dispatch a chunk (backup task) that has not returned after this long, counted per chunk of the
+    call that carries it (a worker computes a call's chunks one after another). The last live worker is
+    waited for."""
     placement_timeout_s: float = 60.0
     """Fail with a clear error if the worker actors are not all placed and answering this long after the
     start (and give up on a compiled channel that takes longer to build)."""

@@ -147,6 +147,10 @@ class RayBackend(AsyncCalls):
 
             self._driver_threads = torch.get_num_threads()  # ChunkWorker pins it; restored at shutdown
             self.local = ChunkWorker(config, components, 0, "cpu", config.runtime.threads_per_worker)
+        # Held for the run: an actor that Ray restarts is built again from these. Passed by value, an
+        # argument too large to travel inline (Meta-World's ML45 family) is freed after the first
+        # construction, and every restart then fails.
+        self._worker_args = (ray.put(config), ray.put(components))
         first_actor = 1 if self.local is not None else 0
         self.workers = [LOCAL] * first_actor + [self._start_worker(i - first_actor)
                                                 for i in range(first_actor, self.num_workers)]
@@ -183,7 +187,7 @@ class RayBackend(AsyncCalls):
         return actor_cls.options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_restarts=-1,
                                  max_task_retries=0, scheduling_strategy=placement.actor_scheduling(),
                                  runtime_env=self._actor_env).remote(
-            self.config, self.components, index, device, res["num_cpus"] if device == "cpu" else 1)
+            *self._worker_args, index, device, res["num_cpus"] if device == "cpu" else 1)
 
     def _wait_placed(self) -> None:
         timeout = self.config.runtime.placement_timeout_s

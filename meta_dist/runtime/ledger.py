@@ -6,8 +6,9 @@ and which worker was lost; the ledger decides the rest:
 
 - the first result of a chunk wins; a backup's or a re-dispatch's twin is dropped;
 - a lost worker's unanswered chunks, exactly those, go to the next live worker;
-- a chunk still unanswered `chunk_timeout_s` after it was sent gets one backup copy on another live
-  worker, never more; a lone worker never backs up (there is nobody to back up to, so it is waited for);
+- a chunk still unanswered `chunk_timeout_s` per chunk of its call after the call was sent (a worker
+  computes a call's chunks one after another) gets one backup copy on another live worker, never more;
+  a lone worker never backs up (there is nobody to back up to, so it is waited for);
 - once the step has met a fault (a lost worker, a backup), it gives up only after `stall_timeout_s`
   without progress: no chunk result from any worker, by any path (the driver's own share, a compiled
   channel or an ordinary actor call).
@@ -82,9 +83,13 @@ class StepLedger:
         self.redispatched += len(missing)
         return missing
 
+    def allowance(self, dispatch: Dispatch) -> float:
+        """How long the call `dispatch` may take before its chunks are due a backup."""
+        return self.chunk_timeout_s * len(dispatch.chunk_ids)
+
     def overdue(self, dispatch: Dispatch) -> list[int]:
         """Chunks of `dispatch` due a backup now (marked backed up: each gets one at most)."""
-        if self.num_workers <= 1 or self.clock() - dispatch.sent_at <= self.chunk_timeout_s:
+        if self.num_workers <= 1 or self.clock() - dispatch.sent_at <= self.allowance(dispatch):
             return []
         return self.back_up(dispatch)
 

@@ -69,7 +69,7 @@ class StepRunner:
                 self._collect_calls()
                 ledger.check_progress()
                 for dispatch in list(self.pending.values()):
-                    slow = ledger.overdue(dispatch)
+                    slow = ledger.overdue(dispatch) if self._others_alive(dispatch.worker) else []
                     if slow:
                         self._back_up(dispatch, slow)
         for ref in self.pending:  # stragglers whose chunks a backup answered
@@ -92,10 +92,10 @@ class StepRunner:
         """Each channel's results, waited for until its chunks' deadline. A late result would block the
         channel's next read, so a worker past the deadline is restarted and its chunks backed up."""
         b, ray = self.backend, self.ray
-        alone = len(b.workers) == 1  # nobody to back up to: wait, as ordinary calls do
         started = time.perf_counter()
         for dispatch, ref in self.compiled:
-            deadline = dispatch.sent_at + self.ledger.chunk_timeout_s - self.ledger.clock()
+            deadline = dispatch.sent_at + self.ledger.allowance(dispatch) - self.ledger.clock()
+            alone = not self._others_alive(dispatch.worker)  # nobody to back up to: wait, as ordinary calls do
             try:
                 self._accept(dispatch.worker, b.channels[dispatch.worker].result(
                     ref, WAIT_FOREVER if alone else max(0.0, deadline)))
@@ -109,6 +109,10 @@ class StepRunner:
                 self._lost(dispatch, e)
         self.compiled = []
         self.channel_wait_s += time.perf_counter() - started
+
+    def _others_alive(self, index: int) -> bool:
+        """Whether a worker other than `index` is alive to take a backup of its chunks."""
+        return any(ok for i, ok in enumerate(self.backend.alive) if i != index)
 
     def _accept(self, index: int, values: list[ChunkResult]) -> None:
         self.ledger.accept(values)
@@ -129,6 +133,7 @@ class StepRunner:
         if not slow:
             return
         target = next_live(dispatch.worker, self.backend.alive)
-        log.warning("chunk(s) %s of step %d exceeded %g s on worker %d; backup on worker %d", slow,
-                    self.chunks[slow[0]].step, self.ledger.chunk_timeout_s, dispatch.worker, target)
+        log.warning("chunk(s) %s of step %d exceeded %g s (%d x runtime.chunk_timeout_s) on worker %d; backup on "
+                    "worker %d", slow, self.chunks[slow[0]].step, self.ledger.allowance(dispatch),
+                    len(dispatch.chunk_ids), dispatch.worker, target)
         self.submit(target, [self.chunks[c] for c in slow])

@@ -62,5 +62,6 @@ def test_hung_actor_chunk_gets_a_backup_on_the_driver(tmp_path, faults, referenc
     faults({"kind": "hang", "worker": 1, "step": 2, "chunk": 2, "seconds": 6})
     with caplog.at_level(logging.WARNING, logger="meta_dist"):
         train(tmp_path / "run", *DRIVER_AND_ONE_ACTOR, "runtime.chunk_timeout_s=1.5")
-    assert any("exceeded 1.5 s on worker 1; backup on worker 0" in r.getMessage() for r in caplog.records)
+    assert any("x runtime.chunk_timeout_s) on worker 1; backup on worker 0" in r.getMessage()
+               for r in caplog.records)
     assert final_digest(tmp_path / "run") == reference

@@ -45,11 +45,13 @@ def test_a_lost_worker_hands_on_exactly_its_unanswered_chunks():
 
 
 def test_an_overdue_chunk_gets_one_backup_and_never_a_second():
+    """A call of two chunks has chunk_timeout_s for each: its worker computes them one after another."""
     book, clock = ledger(chunk_timeout_s=10.0)
     sent = book.dispatch(0, [0, 1])
-    clock.now = 10.0
-    assert book.overdue(sent) == []  # not past the timeout yet
-    clock.now = 10.5
+    assert book.allowance(sent) == 20.0 and book.allowance(book.dispatch(1, [2])) == 10.0
+    clock.now = 20.0
+    assert book.overdue(sent) == []  # not past the call's allowance yet
+    clock.now = 20.5
     book.accept([Result(0)])
     assert book.overdue(sent) == [1]
     clock.now = 100.0
