@@ -8,7 +8,7 @@ and which worker was lost; the ledger decides the rest:
 - a lost worker's unanswered chunks, exactly those, go to the next live worker;
 - a chunk still unanswered `chunk_timeout_s` per chunk of its call after the call was sent (a worker
   computes a call's chunks one after another) gets one backup copy on another live worker, never more;
-  a lone worker never backs up (there is nobody to back up to, so it is waited for);
+  the last live worker never backs up (there is nobody to back up to, so it is waited for);
 - once the step has met a fault (a lost worker, a backup), it gives up only after `stall_timeout_s`
   without progress: no chunk result from any worker, by any path (the driver's own share, a compiled
   channel or an ordinary actor call).
@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 
 class StepStalled(RuntimeError):
@@ -41,10 +41,10 @@ def next_live(after: int, alive: list[bool]) -> int:
 
 class StepLedger:
     def __init__(self, chunk_ids: Iterable[int], *, chunk_timeout_s: float, stall_timeout_s: float,
-                 num_workers: int, clock: Callable[[], float] = time.monotonic):
+                 alive: Sequence[bool], clock: Callable[[], float] = time.monotonic):
         self.chunk_ids = list(chunk_ids)
         self.chunk_timeout_s, self.stall_timeout_s = chunk_timeout_s, stall_timeout_s
-        self.num_workers = num_workers
+        self.alive = alive  # a live view: the runner marks workers lost in it
         self.clock = clock
         self.results: dict[int, object] = {}
         self.backed_up: set[int] = set()
@@ -87,9 +87,13 @@ class StepLedger:
         """How long the call `dispatch` may take before its chunks are due a backup."""
         return self.chunk_timeout_s * len(dispatch.chunk_ids)
 
+    def can_back_up(self, worker: int) -> bool:
+        """Whether a live worker other than `worker` could take a backup of its chunks."""
+        return any(ok for i, ok in enumerate(self.alive) if i != worker)
+
     def overdue(self, dispatch: Dispatch) -> list[int]:
         """Chunks of `dispatch` due a backup now (marked backed up: each gets one at most)."""
-        if self.num_workers <= 1 or self.clock() - dispatch.sent_at <= self.allowance(dispatch):
+        if not self.can_back_up(dispatch.worker) or self.clock() - dispatch.sent_at <= self.allowance(dispatch):
             return []
         return self.back_up(dispatch)
 

@@ -33,7 +33,7 @@ class StepRunner:
         r = backend.config.runtime
         self.chunks = {c.chunk_id: c for c in chunks}
         self.ledger = StepLedger(self.chunks, chunk_timeout_s=r.chunk_timeout_s, stall_timeout_s=r.stall_timeout_s,
-                                 num_workers=len(backend.workers))
+                                 alive=backend.alive)
         self.pending: dict[Any, Dispatch] = {}  # ordinary calls: object ref -> what it carries
         self.compiled: list[tuple[Dispatch, Any]] = []  # channel submissions, in order
         self.local: list[Chunk] = []  # the driver's own share, computed once the actors have theirs
@@ -69,7 +69,7 @@ class StepRunner:
                 self._collect_calls()
                 ledger.check_progress()
                 for dispatch in list(self.pending.values()):
-                    slow = ledger.overdue(dispatch) if self._others_alive(dispatch.worker) else []
+                    slow = ledger.overdue(dispatch)
                     if slow:
                         self._back_up(dispatch, slow)
         for ref in self.pending:  # stragglers whose chunks a backup answered
@@ -95,7 +95,7 @@ class StepRunner:
         started = time.perf_counter()
         for dispatch, ref in self.compiled:
             deadline = dispatch.sent_at + self.ledger.allowance(dispatch) - self.ledger.clock()
-            alone = not self._others_alive(dispatch.worker)  # nobody to back up to: wait, as ordinary calls do
+            alone = not self.ledger.can_back_up(dispatch.worker)  # nobody to back up to: wait, as calls do
             try:
                 self._accept(dispatch.worker, b.channels[dispatch.worker].result(
                     ref, WAIT_FOREVER if alone else max(0.0, deadline)))
@@ -109,10 +109,6 @@ class StepRunner:
                 self._lost(dispatch, e)
         self.compiled = []
         self.channel_wait_s += time.perf_counter() - started
-
-    def _others_alive(self, index: int) -> bool:
-        """Whether a worker other than `index` is alive to take a backup of its chunks."""
-        return any(ok for i, ok in enumerate(self.backend.alive) if i != index)
 
     def _accept(self, index: int, values: list[ChunkResult]) -> None:
         self.ledger.accept(values)

@@ -25,7 +25,7 @@ class Clock:
 def ledger(num_chunks=4, workers=2, chunk_timeout_s=120.0, stall_timeout_s=600.0):
     clock = Clock()
     return StepLedger(range(num_chunks), chunk_timeout_s=chunk_timeout_s, stall_timeout_s=stall_timeout_s,
-                      num_workers=workers, clock=clock), clock
+                      alive=[True] * workers, clock=clock), clock
 
 
 def test_the_first_result_of_a_chunk_wins():
@@ -64,6 +64,17 @@ def test_a_lone_worker_never_backs_up():
     clock.now = 1e6
     assert book.overdue(sent) == [] and book.backups == 0
     book.check_progress()  # no fault: it is waited for, however long
+
+
+def test_the_last_live_worker_is_waited_for_once_its_peers_are_lost():
+    alive, clock = [True, True], Clock()
+    book = StepLedger(range(2), chunk_timeout_s=10.0, stall_timeout_s=600.0, alive=alive, clock=clock)
+    sent = book.dispatch(1, [0])
+    clock.now = 50.0  # overdue
+    alive[0] = False  # the runner marks worker 0 lost in the list the ledger reads
+    assert not book.can_back_up(1) and book.overdue(sent) == [] and book.backups == 0
+    alive[0] = True  # restarted
+    assert book.can_back_up(1) and book.overdue(sent) == [0]
 
 
 def test_a_faulted_step_gives_up_only_after_the_stall_timeout_without_progress():
