@@ -17,8 +17,10 @@ TWO_ACTORS = ("runtime.backend=ray", "runtime.num_workers=2")
 
 
 class ChannelLog:
-    """`on_step` hook: which workers had a compiled channel after each step; at `wait_at`, waits (up
-    to 60 s) for every lost worker's restarted actor to answer, so the next step can take it back."""
+    """`on_step` hook: which workers had a compiled channel after each step. From `wait_at` on, it waits
+    (up to 60 s) for every lost worker's restarted actor to answer, then for the backend's own revival
+    pings to come back, so that the next step's check finds them answered: otherwise, on a loaded
+    machine, the remaining steps (milliseconds each) could all pass before a reply arrives."""
 
     def __init__(self, wait_at: int | None = None):
         self.wait_at, self.trainer, self.after = wait_at, None, {}
@@ -26,17 +28,20 @@ class ChannelLog:
     def __call__(self, step, row):
         backend = self.trainer.backend
         self.after[step] = sorted(backend.channels)
-        if step == self.wait_at:
-            import ray
+        if self.wait_at is None or step < self.wait_at:
+            return
+        import ray
 
-            deadline = time.monotonic() + 60
-            lost = [w for w, ok in zip(backend.workers, backend.alive) if not ok]
-            while lost and time.monotonic() < deadline:
-                try:
-                    ray.get([w.ping.remote() for w in lost], timeout=5)
-                    break
-                except ray.exceptions.RayError:
-                    time.sleep(0.2)
+        deadline = time.monotonic() + 60
+        lost = [w for w, ok in zip(backend.workers, backend.alive) if not ok]
+        while lost and time.monotonic() < deadline:
+            try:
+                ray.get([w.ping.remote() for w in lost], timeout=5)
+                break
+            except ray.exceptions.RayError:
+                time.sleep(0.2)
+        if backend._revival:  # answered or failed; a failed one is sent again at the next step
+            ray.wait(list(backend._revival), num_returns=len(backend._revival), timeout=30)
 
 
 def run(run_dir, *overrides, wait_at=None):
