@@ -33,18 +33,23 @@ def patient_channels(monkeypatch):
     monkeypatch.setattr(backend, "SPIN_WAIT_S", float("inf"))
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A real single-node Ray on 127.0.0.1 for one test module (2 CPUs, no dashboard)."""
+def local_ray(**system_config):
+    """A real single-node Ray on 127.0.0.1 (2 CPUs, no dashboard) for the body of a fixture, with Ray's
+    `_system_config` entries given; yields the ray module and shuts it down after."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             namespace="meta-dist-test",
-             log_to_driver=False)
+             namespace="meta-dist-test", log_to_driver=False, _system_config=system_config or None)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real single-node Ray on 127.0.0.1 for one test module (2 CPUs, no dashboard)."""
+    yield from local_ray()
 
 
 def cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path | None = None):

@@ -44,7 +44,7 @@ class StepLedger:
                  alive: Sequence[bool], clock: Callable[[], float] = time.monotonic):
         self.chunk_ids = list(chunk_ids)
         self.chunk_timeout_s, self.stall_timeout_s = chunk_timeout_s, stall_timeout_s
-        self.alive = alive  # a live view: the runner marks workers lost in it
+        self.alive = alive  # a live view: the backend's list, where workers are marked lost and back
         self.clock = clock
         self.results: dict[int, object] = {}
         self.backed_up: set[int] = set()

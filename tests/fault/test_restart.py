@@ -5,6 +5,7 @@ find the run's components still there, and the run must end on the in-process pa
 import pytest
 
 from meta_dist.runtime.driver import Trainer
+from tests.conftest import local_ray
 from tests.helpers.runs import final_digest, small_config
 
 pytestmark = pytest.mark.integration
@@ -12,15 +13,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def ray_store_args():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             namespace="meta-dist-test", log_to_driver=False,
-             _system_config={"max_direct_call_object_size": 512})
-    yield ray
-    ray.shutdown()
+    yield from local_ray(max_direct_call_object_size=512)
 
 
 def test_a_killed_worker_restarts_from_arguments_held_in_the_object_store(tmp_path, ray_store_args, reference,
