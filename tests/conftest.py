@@ -27,10 +27,10 @@ def _one_thread():
 @pytest.fixture
 def patient_channels(monkeypatch):
     """Compiled channels kept whatever a step waits on them: a slow or busy machine would otherwise
-    switch a run to ordinary calls (backend.SPIN_WAIT_S) in tests that check the channels are used."""
-    from meta_dist.runtime import backend
+    switch a run to ordinary calls (compiled.SPIN_WAIT_S) in tests that check the channels are used."""
+    from meta_dist.runtime import compiled
 
-    monkeypatch.setattr(backend, "SPIN_WAIT_S", float("inf"))
+    monkeypatch.setattr(compiled, "SPIN_WAIT_S", float("inf"))
 
 
 def local_ray(**system_config):

@@ -1,5 +1,5 @@
-"""Backends: where chunks run. `LocalBackend` runs everything in this process (tests, debugging);
-`RayBackend` runs stateless worker actors and a parameter-server actor on a Ray cluster.
+"""Backends: where chunks run. `RayBackend` runs stateless worker actors and a parameter-server actor
+on a Ray cluster; `LocalBackend` (local_backend.py) runs everything in this process.
 
 Both expose the same four operations to the driver: the current parameters handle, `run_chunks`
 (results in chunk order, whichever worker computed them), `apply` (one outer step, returning the
@@ -34,7 +34,7 @@ from meta_dist.components import Components
 from meta_dist.config import Config
 from meta_dist.errors import ChunkError, UserError
 from meta_dist.runtime.async_calls import AsyncCalls
-from meta_dist.runtime.compiled import CompiledChannel
+from meta_dist.runtime.compiled import Channels
 from meta_dist.runtime.partition import DriverShare, split_by_weight
 from meta_dist.runtime.placement import RaySession
 from meta_dist.runtime.server import ParameterServer
@@ -47,65 +47,8 @@ log = logging.getLogger("meta_dist")
 INLINE_BYTES = 64 * 1024  # below this, Ray inlines call arguments; above, one put per version
 
 
-class LocalBackend:
-    """Everything in one process: the same worker and server classes, called directly."""
-
-    def __init__(self, config: Config, init_params: dict, components: Components):
-        import torch
-
-        self._threads = torch.get_num_threads()  # ChunkWorker pins this process's; restored at shutdown
-        self.worker = ChunkWorker(config, components, 0)
-        self.server = ParameterServer(config, init_params)
-        self.num_workers = 1
-        self._handle = self.server.params()
-
-    def params_handle(self) -> Any:
-        return self._handle
-
-    def run_chunks(self, handle: Any, chunks: list[Chunk]) -> list[ChunkResult]:
-        return self.worker.run_chunks(handle, chunks)
-
-    def run_step(self, handle: Any, chunks: list[Chunk]) -> Partial:
-        return fold(None, self.run_chunks(handle, chunks))
-
-    def apply(self, mean_update: np.ndarray, step: int) -> Any:
-        self._handle = self.server.apply(mean_update, step)
-        return self._handle
-
-    def state(self) -> dict:
-        return self.server.state_dict()
-
-    def load_state(self, state: dict) -> None:
-        self.server.load_state_dict(state)
-        self._handle = self.server.params()
-
-    def shutdown(self) -> None:
-        import torch
-
-        torch.set_num_threads(self._threads)
-
-    # -- asynchronous-mode primitives (one worker: a dispatched chunk completes immediately) ------
-    @property
-    def version(self) -> int:
-        return self.server.version
-
-    def live_workers(self) -> list[int]:
-        return [0]
-
-    def dispatch(self, index: int, handle: Any, chunks: list[Chunk]) -> None:
-        self._done = (index, chunks, self.worker.run_chunks(handle, chunks))
-
-    def next_done(self, timeout_s: float) -> tuple[int, list[Chunk], list[ChunkResult] | None] | None:
-        done, self._done = getattr(self, "_done", None), None
-        return done
-
-
 LOCAL = "driver"  # stands in `RayBackend.workers` for the driver's in-process worker
 FOLD_PAUSE_STEPS = 10  # after a node-by-node step fell back, the next ones run chunk by chunk
-# Ray's channel reader polls (sched_yield) while it waits, taking CPU from the workers beside it: 20% of a
-# core on Meta-World's 3 s chunks (2 vCPUs), where an ordinary call sleeps and costs ~1 ms a step. Steps
-# whose channel reads wait this long, this many times running, switch a run to ordinary calls.
-SPIN_WAIT_S, SPIN_STEPS = 0.1, 3
 
 
 class RayBackend(AsyncCalls):
@@ -130,23 +73,10 @@ class RayBackend(AsyncCalls):
         else:
             self.owns_ray = False
         self.num_workers = placement.resolve_num_workers(config, ray.cluster_resources(), session)
-        # Synchronous mode keeps the parameter server in the driver process: every step waits on
-        # it, and an actor hop measured 2.5 ms per step (25% of a sinusoid step on 2 cores). The
-        # asynchronous driver runs it as an actor, where workers must reach it without the driver.
-        self.local_server = config.runtime.mode == "sync"
-        if self.local_server:
-            self.server = ParameterServer(config, init_params)
-        else:
-            self.server = ray.remote(ParameterServer).options(num_cpus=0, max_restarts=0).remote(config, init_params)
-        self.local: ChunkWorker | None = None
+        self._start_server(init_params)
         self._actor_env = placement.actor_runtime_env(components.code_dir)
         self.driver_share = DriverShare()
-        self._driver_threads = None
-        if placement.driver_computes(config, session):
-            import torch
-
-            self._driver_threads = torch.get_num_threads()  # ChunkWorker pins it; restored at shutdown
-            self.local = ChunkWorker(config, components, 0, "cpu", config.runtime.threads_per_worker)
+        self._start_driver_worker(placement.driver_computes(config, session))
         # Held for the run: an actor that Ray restarts is built again from these. Passed by value, an
         # argument too large to travel inline (Meta-World's ML45 family) is freed after the first
         # construction, and every restart then fails.
@@ -163,9 +93,7 @@ class RayBackend(AsyncCalls):
         self._handle = self.server.params() if self.local_server else self.server.params.remote()
         self._put: tuple[Any, Any] | None = None  # (handle, its object ref)
         self._version = 0
-        self.channels: dict[int, CompiledChannel] = {}
-        self.compiled = placement.compiled_may_apply(config)
-        self._long_waits = 0  # steps running whose channel reads waited SPIN_WAIT_S or more
+        self.channels = Channels(ray, placement.compiled_may_apply(config), config.runtime.placement_timeout_s)
         for index, info in enumerate(self.worker_info):
             self._open_channel(index, info)
         self._inflight: dict[Any, tuple[int, list[Chunk], float]] = {}
@@ -174,6 +102,27 @@ class RayBackend(AsyncCalls):
         self.folded_steps = 0  # steps summed node by node
         self._fold_pause = 0  # steps left before node-by-node summing is tried again after a fallback
         self.ingress = (0, 0)
+
+    def _start_server(self, init_params: dict) -> None:
+        """Synchronous mode keeps the parameter server in the driver process: every step waits on it,
+        and an actor hop measured 2.5 ms per step (25% of a sinusoid step on 2 cores). The asynchronous
+        driver runs it as an actor, where workers must reach it without the driver."""
+        self.local_server = self.config.runtime.mode == "sync"
+        if self.local_server:
+            self.server = ParameterServer(self.config, init_params)
+        else:
+            server = self.ray.remote(ParameterServer).options(num_cpus=0, max_restarts=0)
+            self.server = server.remote(self.config, init_params)
+
+    def _start_driver_worker(self, computes: bool) -> None:
+        """The driver's own in-process worker 0, where it `computes` beside the actors."""
+        self.local: ChunkWorker | None = None
+        self._driver_threads = None
+        if computes:
+            import torch
+
+            self._driver_threads = torch.get_num_threads()  # ChunkWorker pins it; restored at shutdown
+            self.local = ChunkWorker(self.config, self.components, 0, "cpu", self.config.runtime.threads_per_worker)
 
     # -- workers -----------------------------------------------------------------------------
     def _start_worker(self, ordinal: int):
@@ -217,37 +166,18 @@ class RayBackend(AsyncCalls):
         self.order = node_order([i.get("node_id") or driver_node for i in self.worker_info], driver_node)
 
     def _open_channel(self, index: int, info: dict) -> None:
-        """A compiled channel to actor `index`, described by its `ping` answer. Channels serve only
-        where every actor shares the driver's node (a step goes one way or the other, and a channel
-        to a remote actor would cross nodes), so an actor elsewhere, or a channel that fails to
-        build, turns them off for the rest of the run: ordinary actor calls from then on."""
-        if not self.compiled or self.workers[index] is LOCAL:
-            return
-        if info.get("node_id") != self.ray.get_runtime_context().get_node_id():
-            log.info("worker %d runs on another node than the driver: ordinary actor calls", index)
-            self._channels_off()
-            return
-        try:
-            self.channels[index] = CompiledChannel(self.ray, self.workers[index],
-                                                   self.config.runtime.placement_timeout_s)
-        except Exception as e:
-            log.warning("compiled channel to worker %d failed (%s: %s); using ordinary actor calls",
-                        index, type(e).__name__, e)
-            self._channels_off()
+        """A compiled channel to actor `index`, described by its `ping` answer (compiled.py's `Channels`)."""
+        if self.workers[index] is not LOCAL:
+            self.channels.open(index, self.workers[index], info.get("node_id"))
 
-    def _channels_off(self) -> None:
-        self.compiled = False
-        self.close_channels()
-
-    def _close_channel(self, index: int) -> None:
-        channel = self.channels.pop(index, None)
-        if channel is not None:
-            channel.close()
+    @property
+    def compiled(self) -> bool:
+        """Whether actors on the driver's node may still be reached through compiled channels."""
+        return self.channels.enabled
 
     def close_channels(self) -> None:
         """Close every compiled channel: calls to the workers go as ordinary actor calls."""
-        for index in list(self.channels):
-            self._close_channel(index)
+        self.channels.close_all()
 
     # -- the four driver operations ------------------------------------------------------------
     def params_handle(self) -> Any:
@@ -318,7 +248,7 @@ class RayBackend(AsyncCalls):
 
     def mark_lost(self, index: int) -> None:
         """Stop handing chunks to a lost worker until its restarted actor answers a ping."""
-        self._close_channel(index)
+        self.channels.close(index)
         if self.alive[index]:
             self.alive[index] = False
             self._revival[self.workers[index].ping.remote()] = index
@@ -374,22 +304,13 @@ class RayBackend(AsyncCalls):
                 runner.submit(i, group, fast)
         results = runner.run()
         if fast:
-            self._weigh_channels(runner.channel_wait_s)
+            self.channels.weigh(runner.channel_wait_s)
         ledger = runner.ledger
         self.lost_workers += ledger.lost_workers
         self.backup_tasks += ledger.backups
         if not ledger.faulted:  # a fault's step says nothing about the driver's share
             self._record_share(groups, len(chunks), started)
         return results
-
-    def _weigh_channels(self, waited_s: float) -> None:
-        """Ordinary calls for the rest of the run once SPIN_STEPS steps running have waited SPIN_WAIT_S or
-        more in channel reads: chunks that long gain nothing from the channel's faster round trip."""
-        self._long_waits = self._long_waits + 1 if waited_s >= SPIN_WAIT_S else 0
-        if self._long_waits >= SPIN_STEPS and self.compiled:
-            log.info("the last step waited %.2f s on compiled channels: ordinary actor calls from now on "
-                     "(a channel's reader polls a core while it waits)", waited_s)
-            self._channels_off()
 
     def _record_share(self, groups: list[tuple[int, list[Chunk]]], num_chunks: int, started: float) -> None:
         """Where the driver computes beside actors, the time a step took with the driver's share."""

@@ -182,7 +182,8 @@ class Trainer:
         return result
 
     def _make_backend(self, init, components: Components):
-        from meta_dist.runtime.backend import LocalBackend, RayBackend
+        from meta_dist.runtime.backend import RayBackend
+        from meta_dist.runtime.local_backend import LocalBackend
 
         if self.config.runtime.backend == "local":
             return LocalBackend(self.config, init, components)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from meta_dist.runtime import backend as backend_module
+from meta_dist.runtime import compiled as compiled_module
 from meta_dist.runtime.driver import Trainer
 from tests.helpers.runs import final_digest, small_config
 
@@ -120,7 +120,7 @@ def test_worker_lost_between_steps_is_absorbed_when_its_channel_is_next_written(
 def test_steps_that_keep_waiting_on_channels_switch_to_ordinary_calls_bitwise(tmp_path, ray_local, reference,
                                                                              faults, monkeypatch):
     """Chunks of 0.3 s and more on three steps running: the driver stops polling channels for them."""
-    monkeypatch.setattr(backend_module, "SPIN_WAIT_S", 0.1)  # the shipped threshold, which patient_channels lifts
+    monkeypatch.setattr(compiled_module, "SPIN_WAIT_S", 0.1)  # the shipped threshold, which patient_channels lifts
     faults(*({"kind": "hang", "worker": 1, "step": step, "seconds": 0.3} for step in (2, 3, 4)))
     trainer, after = run(tmp_path / "run", *TWO_ACTORS)
     assert after[3] == [0, 1] and after[4] == [] and after[12] == []
