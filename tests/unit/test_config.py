@@ -77,11 +77,11 @@ def test_invalid_yaml_is_a_user_error(tmp_path):
 
 def test_the_config_reference_is_generated_from_the_schema():
     """docs/configuration.md holds every key with its type, default and docstring, and every value check;
-    regenerate it with `python -m meta_dist.schema docs/configuration.md`."""
-    from meta_dist import schema
+    regenerate it with `python -m meta_dist.schema_docs docs/configuration.md`."""
+    from meta_dist import schema_docs
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    assert schema.render_reference(doc) == doc
+    assert schema_docs.render_reference(doc) == doc
     assert "| `logging.mlflow` | bool | `false` |" in doc
 
 
