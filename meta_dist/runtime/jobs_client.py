@@ -6,131 +6,35 @@ cluster imports the user's own modules (a config's import paths) from exactly wh
 cluster image or venv already has them, and a per-job pip install would make every submission slow
 and dependent on a package index (`install_deps=True` opts in, using pyproject's dependency list).
 
-Trade-off: every call first probes `GET {address}/api/version` with a short timeout, an extra
-round trip that buys a one-line `UserError` instead of a hang or a stack trace when the address is
-wrong or the head is down. The address the caller gives always wins over RAY_ADDRESS /
-RAY_API_SERVER_ADDRESS (which Ray's SDK would otherwise silently prefer); those variables only
-supply the default when no address is given.
+Every command reaches the cluster through `jobs_address.connect` (address resolution and a fail-fast
+probe) and turns the SDK's failures into one-line errors with `jobs_address.translate_errors`.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 import re
 import secrets
 import shlex
 import time
 import tomllib
-import urllib.error
-import urllib.parse
-import urllib.request
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from meta_dist.errors import UserError
+from meta_dist.runtime.jobs_address import connect, translate_errors
 from meta_dist.runtime.placement import CODE_EXCLUDES
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
 
-DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-PROBE_TIMEOUT_S = 3.0
 TERMINAL_STATUS_TIMEOUT_S = 60.0
 TRAIN_ENTRYPOINT = ("python", "-m", "meta_dist.job")
 
-_ADDRESS_ENV_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_START_HINT = "start a head with `cluster/local.sh start` or pass --address URL"
 
 
-# ---------------------------------------------------------------------------- addresses
-
-
-def resolve_address(address: str | None) -> str:
-    """The Jobs API base URL: `address`, else RAY_API_SERVER_ADDRESS / an http RAY_ADDRESS, else
-    http://127.0.0.1:8265. Raises UserError for anything that is not an http(s) URL."""
-    if address is None:
-        address = os.environ.get("RAY_API_SERVER_ADDRESS") or ""
-        ray_address = os.environ.get("RAY_ADDRESS", "")
-        if not address and ray_address.startswith(("http://", "https://")):
-            address = ray_address
-        address = address or DEFAULT_ADDRESS
-    parsed = urllib.parse.urlparse(address.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise UserError(
-            f"--address must be the HTTP URL of a Ray head's Jobs API (its dashboard), e.g. "
-            f"{DEFAULT_ADDRESS}; got {address!r} (a GCS address like 127.0.0.1:6379 or ray:// "
-            f"will not do)")
-    return address.strip().rstrip("/")
-
-
-def check_reachable(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Fail fast with a one-line UserError unless a Ray Jobs API answers at `url`.
-
-    401/403 count as reachable: the head has token authentication on, and the SDK call that
-    follows attaches the token (or reports that it is missing)."""
-    try:
-        with urllib.request.urlopen(f"{url}/api/version", timeout=timeout_s) as response:
-            body = response.read()
-    except urllib.error.HTTPError as e:
-        if e.code in (401, 403):
-            return
-        raise UserError(f"{url} answered HTTP {e.code} to /api/version: it is not a Ray Jobs "
-                        f"API; {_START_HINT}") from e
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(f"cannot reach the Ray Jobs API at {url} ({reason}): {_START_HINT}") from e
-    try:
-        version = json.loads(body)["ray_version"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{url} answered /api/version without a Ray version: it is not a Ray "
-                        f"Jobs API; {_START_HINT}") from e
-    if not isinstance(version, str):
-        raise UserError(f"{url}/api/version returned an unexpected payload: {body[:200]!r}")
-
-
-@contextlib.contextmanager
-def _masked_address_env() -> Iterator[None]:
-    """Hide RAY_ADDRESS / RAY_API_SERVER_ADDRESS while the SDK client resolves its address."""
-    saved = {name: os.environ.pop(name) for name in _ADDRESS_ENV_VARS if name in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
-
-
-def connect(address: str | None) -> tuple[JobSubmissionClient, str]:
-    """A JobSubmissionClient for the checked Jobs API URL, and that URL."""
-    url = resolve_address(address)
-    check_reachable(url)
-    from ray.job_submission import JobSubmissionClient
-
-    with _masked_address_env(), _translate_errors(url):
-        return JobSubmissionClient(url), url
-
-
-@contextlib.contextmanager
-def _translate_errors(url: str) -> Iterator[None]:
-    """Turn the SDK's authentication and connection failures into one-line UserErrors."""
-    import aiohttp
-    import requests
-    from ray.exceptions import AuthenticationError
-
-    try:
-        yield
-    except AuthenticationError as e:
-        first_line = str(e).strip().splitlines()[0]
-        raise UserError(
-            f"the Ray Jobs API at {url} refused the request ({first_line}); set RAY_AUTH_MODE=token "
-            f"and the cluster's token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH "
-            f"(see cluster/README.md)") from e
-    except (ConnectionError, requests.exceptions.ConnectionError,
-            aiohttp.ClientConnectionError) as e:
-        raise UserError(f"lost the connection to the Ray Jobs API at {url}: is the head still "
-                        f"running? ({type(e).__name__})") from e
+# ---------------------------------------------------------------------------- job lookup
 
 
 def _find_job(client: JobSubmissionClient, job_id: str) -> JobDetails | None:
@@ -261,7 +165,7 @@ def submit(train_args: Sequence[str], address: str | None, follow: bool, storage
     runtime_env = build_runtime_env(workdir, install_deps)
 
     client, url = connect(address)
-    with _translate_errors(url):
+    with translate_errors(url):
         if job_id is not None and _find_job(client, job_id) is not None:
             raise UserError(f"a job with id {job_id!r} already exists on {url}; pick another id")
         client.submit_job(entrypoint=entrypoint, submission_id=name, runtime_env=runtime_env,
@@ -276,7 +180,7 @@ def submit(train_args: Sequence[str], address: str | None, follow: bool, storage
 def list_jobs(address: str | None) -> int:
     """Print one line per job on the cluster, oldest first."""
     client, url = connect(address)
-    with _translate_errors(url):
+    with translate_errors(url):
         jobs = client.list_jobs()
     if not jobs:
         print(f"no jobs on {url}")
@@ -294,7 +198,7 @@ def list_jobs(address: str | None) -> int:
 def status(address: str | None, job_id: str) -> int:
     """Print the job's status line (and its message); 0 whenever the job exists."""
     client, url = connect(address)
-    with _translate_errors(url):
+    with translate_errors(url):
         info = _job_info(client, url, job_id)
     print(_status_line(job_id, info))
     return 0
@@ -304,7 +208,7 @@ def logs(address: str | None, job_id: str, follow: bool) -> int:
     """Print the job's logs so far; with `follow`, stream them to the end and return 0 iff the
     job SUCCEEDED (like `submit --follow`)."""
     client, url = connect(address)
-    with _translate_errors(url):
+    with translate_errors(url):
         _job_info(client, url, job_id)
         if not follow:
             print(client.get_job_logs(job_id), end="", flush=True)
@@ -315,7 +219,7 @@ def logs(address: str | None, job_id: str, follow: bool) -> int:
 def stop(address: str | None, job_id: str) -> int:
     """Ask the cluster to stop the job (SIGTERM, then SIGKILL after Ray's grace period)."""
     client, url = connect(address)
-    with _translate_errors(url):
+    with translate_errors(url):
         info = _job_info(client, url, job_id)
         if info.status.is_terminal():
             print(f"job {job_id} already finished: {info.status.value}")
@@ -335,7 +239,7 @@ def _follow(client: JobSubmissionClient, url: str, job_id: str) -> int:
             print(chunk, end="", flush=True)
 
     try:
-        with _translate_errors(url):
+        with translate_errors(url):
             asyncio.run(pump())
             info = _wait_terminal(client, url, job_id)
     except KeyboardInterrupt:

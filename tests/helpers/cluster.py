@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 @contextlib.contextmanager
 def two_node_cluster(head_cpus: int = 1, node_cpus: int = 1, ready_timeout_s: float = 180.0) -> Iterator[str]:
     """Yields the Jobs API URL of a head with `head_cpus` CPUs and a second node of `node_cpus`."""
-    from tests.integration.test_jobs_client import _kill_tree, _rmtree_tolerating_vanished, free_port
+    from tests.helpers.jobs import free_port, kill_tree, rmtree_tolerating_vanished
 
     port = free_port()
     node_temp = tempfile.mkdtemp(prefix="rt-node-", dir="/tmp")  # Unix socket paths must stay short
@@ -48,8 +48,8 @@ def two_node_cluster(head_cpus: int = 1, node_cpus: int = 1, ready_timeout_s: fl
         _wait_for_job_agents(url, deadline)
         yield url
     finally:
-        _kill_tree(proc)
-        _rmtree_tolerating_vanished(node_temp)
+        kill_tree(proc)
+        rmtree_tolerating_vanished(node_temp)
 
 
 def _wait_for_job_agents(url: str, deadline: float) -> None:
@@ -72,7 +72,7 @@ def _wait_for_job_agents(url: str, deadline: float) -> None:
 def main(dashboard_port: int, head_cpus: int, node_cpus: int, node_temp: str) -> None:
     from ray.cluster_utils import Cluster
 
-    from tests.integration.test_jobs_client import free_port
+    from tests.helpers.jobs import free_port
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": head_cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1",

@@ -19,7 +19,7 @@ from meta_dist.tasks import remote
 from meta_dist.tasks.synthetic import write_synthetic_store
 from tests.conftest import cli
 from tests.helpers.runs import final_digest
-from tests.integration.test_jobs_client import free_port
+from tests.helpers.jobs import free_port
 
 pytestmark = pytest.mark.integration
 

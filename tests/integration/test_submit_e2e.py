@@ -7,7 +7,6 @@ that a bad config fails the job with the one-line error in its logs, not a trace
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from typing import Iterator
@@ -17,29 +16,21 @@ import pytest
 cli = pytest.importorskip(
     "meta_dist.cli", reason="meta_dist.cli is not importable yet (the CLI is written separately)")
 
-from meta_dist.runtime import jobs_client  # noqa: E402 - after the skip check on purpose
+from meta_dist.runtime import jobs_address, jobs_client  # noqa: E402 - after the skip check on purpose
+from tests.helpers.jobs import loopback_head  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 50
 
 
-def _loopback_head():
-    """The head helper of test_jobs_client.py, loaded by path (tests/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "jobs_client_test_helpers", Path(__file__).with_name("test_jobs_client.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.loopback_head
-
-
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
-    with _loopback_head()() as url:
+    with loopback_head() as url:
         yield url
 
 
 def _job_for_run_dir(url: str, run_dir: Path):
-    client, _ = jobs_client.connect(url)
+    client, _ = jobs_address.connect(url)
     jobs = [j for j in client.list_jobs() if str(run_dir) in (j.entrypoint or "")]
     assert len(jobs) == 1, [j.entrypoint for j in jobs]
     return jobs[0]
@@ -105,7 +96,7 @@ def test_bad_config_fails_the_job_with_a_one_line_error(ray_head: str, tmp_path:
     assert "Traceback" not in out
     job = _job_for_run_dir(ray_head, run_dir)
     assert job.status.value == "FAILED"
-    logs = jobs_client.connect(ray_head)[0].get_job_logs(job.submission_id)
+    logs = jobs_address.connect(ray_head)[0].get_job_logs(job.submission_id)
     assert _config_error_lines(logs) == _config_error_lines(out)
     assert len(_config_error_lines(logs)) == 1, logs[-3000:]
 
