@@ -64,6 +64,18 @@ def cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path | N
 
 
 @pytest.fixture(scope="session")
+def omniglot_store(tmp_path_factory) -> Path:
+    """The real Omniglot release as a task store (Vinyals split), prepared once per session by
+    `meta-dist data prepare omniglot` as a user runs it; skips where the release is not present."""
+    if not (OMNIGLOT_SOURCE / "images_background.zip").is_file():
+        pytest.skip(f"real Omniglot not found at {OMNIGLOT_SOURCE} (images_background.zip); it is not part of the repo")
+    out = tmp_path_factory.mktemp("omniglot") / "store"
+    done = cli("data", "prepare", "omniglot", "--source", str(OMNIGLOT_SOURCE), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory):
     """Final parameters digest of the fault-free in-process small run (tests/helpers/runs.py), which
     every distributed or faulty run of the same config must reproduce bitwise."""

@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 
 def free_port() -> int:
@@ -83,16 +83,25 @@ def rmtree_tolerating_vanished(path: str) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
+class Head(NamedTuple):
+    address: str
+    """The GCS address, as `ray.init(address=...)` and `--address` take it."""
+    url: str
+    """The Jobs API (dashboard) URL."""
+
+
 @contextlib.contextmanager
 def loopback_head(num_cpus: int = 2, ready_timeout_s: float = 180.0,
-                  extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """A Ray head on 127.0.0.1 with free ports and a short private temp dir; yields its Jobs URL.
+                  extra_env: dict[str, str] | None = None) -> Iterator[Head]:
+    """`ray start --head --block` on 127.0.0.1 with free ports and a short private temp dir (so no
+    /tmp/ray/ray_current_cluster for other Rays to find); yields its addresses. Afterwards exactly its
+    processes are killed (never `ray stop`, which stops every Ray on the machine).
 
     Jobs' `python` resolves to this venv's interpreter (its bin goes first on the head's PATH).
     `extra_env` goes to every Ray process (e.g. RAY_AUTH_MODE / RAY_AUTH_TOKEN)."""
     ray_bin = Path(sys.executable).parent / "ray"
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Unix socket paths must stay short
-    dashboard_port = free_port()
+    dashboard_port, gcs_port = free_port(), free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
@@ -102,7 +111,7 @@ def loopback_head(num_cpus: int = 2, ready_timeout_s: float = 180.0,
     probe = urllib.request.Request(f"http://127.0.0.1:{dashboard_port}/api/version",
                                    headers={"Authorization": f"Bearer {token}"} if token else {})
     cmd = [str(ray_bin), "start", "--head", "--block", f"--num-cpus={num_cpus}",
-           "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+           "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
            f"--ray-client-server-port={free_port()}",
            f"--dashboard-agent-listen-port={free_port()}",
@@ -128,7 +137,7 @@ def loopback_head(num_cpus: int = 2, ready_timeout_s: float = 180.0,
                 raise RuntimeError(f"Ray head not ready after {ready_timeout_s} s:\n"
                                    f"{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+        yield Head(f"127.0.0.1:{gcs_port}", url)
     finally:
         kill_tree(proc)
         rmtree_tolerating_vanished(temp_dir)

@@ -4,22 +4,17 @@ docstring promises (equal digests, accuracies, file -> class lines). on_a_cluste
 `ray start --head` on 127.0.0.1, started and stopped here."""
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import OMNIGLOT_SOURCE, REPO, cli
+from tests.conftest import REPO
+from tests.helpers.jobs import loopback_head
 
 pytestmark = pytest.mark.integration
 EXAMPLES = REPO / "examples"
@@ -36,16 +31,6 @@ def example(name: str, *args: str, cwd: Path, timeout: float = 150) -> str:
                           timeout=timeout)
     assert done.returncode == 0, f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return done.stdout
-
-
-@pytest.fixture(scope="session")
-def omniglot_store(tmp_path_factory) -> Path:
-    if not (OMNIGLOT_SOURCE / "images_background.zip").is_file():
-        pytest.skip(f"real Omniglot not found at {OMNIGLOT_SOURCE}; it is not part of the repo")
-    out = tmp_path_factory.mktemp("omniglot") / "store"
-    done = cli("data", "prepare", "omniglot", "--source", str(OMNIGLOT_SOURCE), "--out", str(out))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out
 
 
 # -- own_tasks.py and on_a_cluster.py: one run, three places ---------------------------------------
@@ -66,66 +51,11 @@ def test_own_tasks_trains_the_same_on_two_workers_and_in_one_process(own_tasks_d
     assert len(own_tasks_digest) == 64
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found += [child]
-            stack.append(child)
-    return found
-
-
 @pytest.fixture(scope="module")
 def ray_head():
-    """`ray start --head --block` on 127.0.0.1 with free ports and its own temp dir (and so no
-    /tmp/ray/ray_current_cluster); yields (GCS address, Jobs URL); afterwards exactly its processes
-    are killed (never `ray stop`, which stops every Ray on the machine)."""
-    temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
-    gcs, dashboard = free_port(), free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2",
-           "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
-           f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-    log_path = Path(temp_dir) / "ray-start.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            assert time.monotonic() < deadline, "Ray head not ready:\n" + log_path.read_text()[-3000:]
-            time.sleep(0.5)
-        yield f"127.0.0.1:{gcs}", url
-    finally:
-        pids = [proc.pid, *descendants(proc.pid)]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            time.sleep(3 if sig == signal.SIGTERM else 0)
-        proc.wait(timeout=30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    """A real `ray start --head` on 127.0.0.1 for the module; yields (GCS address, Jobs URL)."""
+    with loopback_head() as head:
+        yield head
 
 
 def test_on_a_cluster_joins_a_head_and_submits_a_job_to_the_same_parameters(tmp_path, ray_head,

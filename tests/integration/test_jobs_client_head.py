@@ -26,8 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
-    with loopback_head() as url:
-        yield url
+    with loopback_head() as head:
+        yield head.url
 
 
 @pytest.fixture()
@@ -133,7 +133,7 @@ def test_token_authentication_is_enforced_and_reported_in_one_line(tmp_path: Pat
     client runs in its own process because Ray reads RAY_AUTH_MODE once per process."""
     token = secrets.token_hex(16)
     with loopback_head(num_cpus=1, extra_env={"RAY_AUTH_MODE": "token",
-                                              "RAY_AUTH_TOKEN": token}) as url:
+                                              "RAY_AUTH_TOKEN": token}) as (_, url):
         def list_jobs(client_env: dict[str, str]) -> subprocess.CompletedProcess:
             env = {k: v for k, v in os.environ.items()
                    if not k.startswith(("RAY_AUTH_", "RAY_ADDRESS", "RAY_API_SERVER"))}

@@ -1,11 +1,10 @@
-"""The real Omniglot release, end to end: prepare the Vinyals-split store, check it against the split
+"""The real Omniglot release, end to end: the Vinyals-split store (conftest.py) checked against the split
 files, train ProtoNet briefly in-process and check it learns (a reference reproduction: 88.8% after 100 episodes);
 prepare Lake et al.'s background split and evaluate 20-way within-alphabet episodes from the command line."""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,28 +16,22 @@ from meta_dist.evaluation import evaluate
 from meta_dist.runtime.driver import Trainer
 from meta_dist.tasks import prepare
 from meta_dist.tasks.store import open_store, verify_checksum
-from tests.conftest import cli
+from tests.conftest import OMNIGLOT_SOURCE, cli
 
-OMNIGLOT = Path(os.environ.get("META_DIST_OMNIGLOT", Path(__file__).resolve().parents[2].parent / "shared" / "data" / "omniglot"))
-SPLITS = OMNIGLOT / "splits" / "vinyals"
+SPLITS = OMNIGLOT_SOURCE / "splits" / "vinyals"
 # Measured on the 2-core development machine (threads=1, seed 0): 100 episodes of 20-way 1-shot training
 # gave 88.7 +- 1.1% 5-way 1-shot test accuracy on 300 tasks (the reference reproduction: 88.8%); the threshold leaves
-# a wide margin. META_DIST_OMNIGLOT overrides where the release is looked for.
+# a wide margin.
 MIN_ACCURACY = 80.0
 
 
 def prepared(tmp_path_factory, split: str) -> Path:
-    if not (OMNIGLOT / "images_background.zip").is_file():
-        pytest.skip(f"real Omniglot not found at {OMNIGLOT} (images_background.zip); it is not part of the repo")
+    if not (OMNIGLOT_SOURCE / "images_background.zip").is_file():
+        pytest.skip(f"real Omniglot not found at {OMNIGLOT_SOURCE} (images_background.zip); it is not part of the repo")
     out = tmp_path_factory.mktemp("omniglot") / "store"
-    prepare.main(argparse.Namespace(dataset="omniglot", source=str(OMNIGLOT), out=str(out), split=split,
+    prepare.main(argparse.Namespace(dataset="omniglot", source=str(OMNIGLOT_SOURCE), out=str(out), split=split,
                                     download=False, seed=1))
     return out
-
-
-@pytest.fixture(scope="session")
-def omniglot_store(tmp_path_factory) -> Path:
-    return prepared(tmp_path_factory, "vinyals")
 
 
 def test_store_matches_the_vinyals_split_files(omniglot_store):

@@ -25,8 +25,8 @@ STEPS = 50
 
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
-    with loopback_head() as url:
-        yield url
+    with loopback_head() as head:
+        yield head.url
 
 
 def _job_for_run_dir(url: str, run_dir: Path):
