@@ -46,6 +46,23 @@ def local_ray(**system_config):
     ray.shutdown()
 
 
+def answers_once_restarted(ray, actors: list, timeout_s: float) -> list[dict]:
+    """The `ping` answers of worker actors that Ray may still be restarting: a call to an actor in the
+    middle of its restart fails at once (ActorUnavailableError, a RayActorError), so ask again until all
+    answer or `timeout_s` has passed (then the error is raised: a constructor that keeps failing never
+    answers)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get([actor.ping.remote() for actor in actors], timeout=5)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A real single-node Ray on 127.0.0.1 for one test module (2 CPUs, no dashboard)."""

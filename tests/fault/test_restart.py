@@ -5,7 +5,7 @@ find the run's components still there, and the run must end on the in-process pa
 import pytest
 
 from meta_dist.runtime.driver import Trainer
-from tests.conftest import local_ray
+from tests.conftest import answers_once_restarted, local_ray
 from tests.helpers.runs import final_digest, small_config
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def test_a_killed_worker_restarts_from_arguments_held_in_the_object_store(tmp_pa
 
     def ping_the_restarted_worker(step, row):
         if step == 5:  # its constructor ran again, from the held arguments, or this raises
-            answers.append(ray_store_args.get(trainer.backend.workers[1].ping.remote(), timeout=60))
+            answers.extend(answers_once_restarted(ray_store_args, [trainer.backend.workers[1]], timeout_s=60))
 
     trainer = Trainer(small_config("runtime.backend=ray", "runtime.num_workers=2"), tmp_path / "run",
                       on_step=ping_the_restarted_worker)

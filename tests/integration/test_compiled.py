@@ -9,6 +9,7 @@ import pytest
 
 from meta_dist.runtime import compiled as compiled_module
 from meta_dist.runtime.driver import Trainer
+from tests.conftest import answers_once_restarted
 from tests.helpers.runs import final_digest, small_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("patient_channels")]
@@ -32,14 +33,7 @@ class ChannelLog:
             return
         import ray
 
-        deadline = time.monotonic() + 60
-        lost = [w for w, ok in zip(backend.workers, backend.alive) if not ok]
-        while lost and time.monotonic() < deadline:
-            try:
-                ray.get([w.ping.remote() for w in lost], timeout=5)
-                break
-            except ray.exceptions.RayError:
-                time.sleep(0.2)
+        answers_once_restarted(ray, [w for w, ok in zip(backend.workers, backend.alive) if not ok], timeout_s=60)
         if backend._revival:  # answered or failed; a failed one is sent again at the next step
             ray.wait(list(backend._revival), num_returns=len(backend._revival), timeout=30)
 
