@@ -1,5 +1,8 @@
 """Placement decisions, tested without a cluster: resources per worker, worker counts, and how
-chunks are shared between workers of different speeds (the GPU path, exercised on CPU)."""
+chunks are shared between workers of different speeds (the GPU path, exercised on CPU), and when a run
+gives up its compiled channels."""
+from types import SimpleNamespace
+
 import pytest
 
 from meta_dist import config as C
@@ -195,3 +198,19 @@ def test_with_the_driver_computing_the_actors_split_what_it_leaves():
     chunks = [Chunk(1, i, ()) for i in range(6)]
     groups = backend._partition(chunks)  # the first untimed share: the driver keeps none
     assert [(i, [c.chunk_id for c in g]) for i, g in groups] == [(0, []), (1, [0, 1, 2]), (2, [3, 4, 5])]
+
+
+def test_channels_turn_off_after_three_long_waits_running():
+    """Compiled channels are given up once SPIN_STEPS steps running have each waited SPIN_WAIT_S or more on
+    their reads; a short wait in between starts the count again."""
+    from meta_dist.runtime import compiled
+
+    closed = []
+    channels = compiled.Channels(ray=None, enabled=True, setup_timeout_s=1.0)
+    channels[1] = SimpleNamespace(close=lambda: closed.append(1))
+    long, short = compiled.SPIN_WAIT_S, compiled.SPIN_WAIT_S / 10
+    for waited in (long, long, short, long, long):
+        channels.weigh(waited)
+    assert channels.enabled and 1 in channels and not closed
+    channels.weigh(long)
+    assert not channels.enabled and channels == {} and closed == [1]
