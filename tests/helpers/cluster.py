@@ -25,6 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 @contextlib.contextmanager
 def two_node_cluster(head_cpus: int = 1, node_cpus: int = 1, ready_timeout_s: float = 180.0) -> Iterator[str]:
     """Yields the Jobs API URL of a head with `head_cpus` CPUs and a second node of `node_cpus`."""
+    from tests.helpers.jobs import one_jobs_cluster_at_a_time
+
+    with one_jobs_cluster_at_a_time(), _start_cluster(head_cpus, node_cpus, ready_timeout_s) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _start_cluster(head_cpus: int, node_cpus: int, ready_timeout_s: float) -> Iterator[str]:
     from tests.helpers.jobs import free_port, kill_tree, rmtree_tolerating_vanished
 
     port = free_port()

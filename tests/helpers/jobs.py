@@ -5,6 +5,7 @@ the check that an error message is one line.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -83,6 +84,27 @@ def rmtree_tolerating_vanished(path: str) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
+_HEAD_LOCK = Path(tempfile.gettempdir()) / "meta-dist-tests-ray-head.lock"
+_heads_held = 0  # Jobs clusters this process has running (a test may start one inside a module's)
+
+
+@contextlib.contextmanager
+def one_jobs_cluster_at_a_time() -> Iterator[None]:
+    """Held while a Ray head with the Jobs API runs: two such clusters on one machine at once (test files
+    run side by side under pytest -n) fail each other's job submissions (the job agent disconnects),
+    so a test process that wants one waits until the other's has stopped. Re-entrant per process."""
+    global _heads_held
+    with contextlib.ExitStack() as stack:
+        if _heads_held == 0:
+            lock = stack.enter_context(_HEAD_LOCK.open("w"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        _heads_held += 1
+        try:
+            yield
+        finally:
+            _heads_held -= 1
+
+
 class Head(NamedTuple):
     address: str
     """The GCS address, as `ray.init(address=...)` and `--address` take it."""
@@ -95,10 +117,17 @@ def loopback_head(num_cpus: int = 2, ready_timeout_s: float = 180.0,
                   extra_env: dict[str, str] | None = None) -> Iterator[Head]:
     """`ray start --head --block` on 127.0.0.1 with free ports and a short private temp dir (so no
     /tmp/ray/ray_current_cluster for other Rays to find); yields its addresses. Afterwards exactly its
-    processes are killed (never `ray stop`, which stops every Ray on the machine).
+    processes are killed (never `ray stop`, which stops every Ray on the machine). One at a time across
+    test processes (`one_jobs_cluster_at_a_time`).
 
     Jobs' `python` resolves to this venv's interpreter (its bin goes first on the head's PATH).
     `extra_env` goes to every Ray process (e.g. RAY_AUTH_MODE / RAY_AUTH_TOKEN)."""
+    with one_jobs_cluster_at_a_time(), _start_head(num_cpus, ready_timeout_s, extra_env) as head:
+        yield head
+
+
+@contextlib.contextmanager
+def _start_head(num_cpus: int, ready_timeout_s: float, extra_env: dict[str, str] | None) -> Iterator[Head]:
     ray_bin = Path(sys.executable).parent / "ray"
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Unix socket paths must stay short
     dashboard_port, gcs_port = free_port(), free_port()
