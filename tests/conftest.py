@@ -64,6 +64,16 @@ def answers_once_restarted(ray, actors: list, timeout_s: float) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def ray_head():
+    """A real `ray start --head` on 127.0.0.1 for one test module (tests/helpers/jobs.py); yields its
+    `Head`: the GCS address and the Jobs API URL."""
+    from tests.helpers.jobs import loopback_head
+
+    with loopback_head() as head:
+        yield head
+
+
+@pytest.fixture(scope="module")
 def ray_local():
     """A real single-node Ray on 127.0.0.1 for one test module (2 CPUs, no dashboard)."""
     yield from local_ray()

@@ -1,7 +1,7 @@
 """Every script in examples/ runs as a user runs it: `python examples/NAME.py ...` as a subprocess, from a
 temporary working directory, with budgets of a few meta-steps; each exits 0 and prints what its
 docstring promises (equal digests, accuracies, file -> class lines). on_a_cluster.py joins a real
-`ray start --head` on 127.0.0.1, started and stopped here."""
+`ray start --head` on 127.0.0.1 (the `ray_head` fixture of tests/conftest.py)."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.helpers.jobs import loopback_head
 
 pytestmark = pytest.mark.integration
 EXAMPLES = REPO / "examples"
@@ -49,13 +48,6 @@ def own_tasks_digest(tmp_path_factory) -> str:
 
 def test_own_tasks_trains_the_same_on_two_workers_and_in_one_process(own_tasks_digest):
     assert len(own_tasks_digest) == 64
-
-
-@pytest.fixture(scope="module")
-def ray_head():
-    """A real `ray start --head` on 127.0.0.1 for the module; yields (GCS address, Jobs URL)."""
-    with loopback_head() as head:
-        yield head
 
 
 def test_on_a_cluster_joins_a_head_and_submits_a_job_to_the_same_parameters(tmp_path, ray_head,

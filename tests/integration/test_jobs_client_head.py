@@ -13,21 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from meta_dist.errors import UserError
 from meta_dist.runtime import jobs_address, jobs_client
-from tests.helpers.jobs import loopback_head, one_line
+from tests.helpers.jobs import Head, loopback_head, one_line
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def ray_head() -> Iterator[str]:
-    with loopback_head() as head:
-        yield head.url
 
 
 @pytest.fixture()
@@ -45,11 +38,11 @@ def _py(code: str) -> str:
 
 
 @pytest.mark.integration
-def test_follow_streams_logs_and_returns_0_on_success(ray_head: str, job_dir: Path,
+def test_follow_streams_logs_and_returns_0_on_success(ray_head: Head, job_dir: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     code = ("import os; print('hello from job'); print(open('marker.txt').read()); "
             "print('shipped:', sorted(os.listdir('.')))")
-    rc = jobs_client.submit([], ray_head, follow=True, storage=None, working_dir=job_dir,
+    rc = jobs_client.submit([], ray_head.url, follow=True, storage=None, working_dir=job_dir,
                             entrypoint=_py(code))
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -59,10 +52,10 @@ def test_follow_streams_logs_and_returns_0_on_success(ray_head: str, job_dir: Pa
 
 
 @pytest.mark.integration
-def test_follow_returns_1_when_the_job_fails(ray_head: str, job_dir: Path,
+def test_follow_returns_1_when_the_job_fails(ray_head: Head, job_dir: Path,
                                              capsys: pytest.CaptureFixture) -> None:
     code = "import sys; print('about to fail'); sys.exit(3)"
-    rc = jobs_client.submit([], ray_head, follow=True, storage=None, working_dir=job_dir,
+    rc = jobs_client.submit([], ray_head.url, follow=True, storage=None, working_dir=job_dir,
                             entrypoint=_py(code))
     out = capsys.readouterr().out
     assert rc == 1, out
@@ -70,47 +63,47 @@ def test_follow_returns_1_when_the_job_fails(ray_head: str, job_dir: Path,
 
 
 @pytest.mark.integration
-def test_job_commands_on_a_finished_job(ray_head: str, job_dir: Path,
+def test_job_commands_on_a_finished_job(ray_head: Head, job_dir: Path,
                                         capsys: pytest.CaptureFixture) -> None:
     job_id = f"mdtest-{secrets.token_hex(4)}"
-    rc = jobs_client.submit([], ray_head, follow=False, storage=None, working_dir=job_dir,
+    rc = jobs_client.submit([], ray_head.url, follow=False, storage=None, working_dir=job_dir,
                             job_id=job_id, entrypoint=_py("print('quick job output')"))
     assert rc == 0
     assert f"submitted job {job_id}" in capsys.readouterr().out
     with pytest.raises(UserError, match="already exists"):
-        jobs_client.submit([], ray_head, False, None, job_dir, job_id=job_id,
+        jobs_client.submit([], ray_head.url, False, None, job_dir, job_id=job_id,
                            entrypoint=_py("print(1)"))
 
-    assert jobs_client.logs(ray_head, job_id, follow=True) == 0  # waits for the end
+    assert jobs_client.logs(ray_head.url, job_id, follow=True) == 0  # waits for the end
     assert "quick job output" in capsys.readouterr().out
-    assert jobs_client.logs(ray_head, job_id, follow=False) == 0
+    assert jobs_client.logs(ray_head.url, job_id, follow=False) == 0
     assert "quick job output" in capsys.readouterr().out
-    assert jobs_client.status(ray_head, job_id) == 0
+    assert jobs_client.status(ray_head.url, job_id) == 0
     assert f"job {job_id}: SUCCEEDED" in capsys.readouterr().out
-    assert jobs_client.list_jobs(ray_head) == 0
+    assert jobs_client.list_jobs(ray_head.url) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if job_id in line]
     assert len(listed) == 1 and "SUCCEEDED" in listed[0]
-    assert jobs_client.stop(ray_head, job_id) == 0
+    assert jobs_client.stop(ray_head.url, job_id) == 0
     assert "already finished: SUCCEEDED" in capsys.readouterr().out
     with pytest.raises(UserError, match="no job 'no-such-job'") as info:
-        jobs_client.status(ray_head, "no-such-job")
+        jobs_client.status(ray_head.url, "no-such-job")
     one_line(info.value)
 
 
 @pytest.mark.integration
-def test_stop_ends_a_running_job(ray_head: str, job_dir: Path,
+def test_stop_ends_a_running_job(ray_head: Head, job_dir: Path,
                                  capsys: pytest.CaptureFixture) -> None:
     job_id = f"mdtest-{secrets.token_hex(4)}"
     code = "import time; print('sleeping', flush=True); time.sleep(600)"
-    jobs_client.submit([], ray_head, False, None, job_dir, job_id=job_id, entrypoint=_py(code))
-    client, _ = jobs_address.connect(ray_head)
+    jobs_client.submit([], ray_head.url, False, None, job_dir, job_id=job_id, entrypoint=_py(code))
+    client, _ = jobs_address.connect(ray_head.url)
     deadline = time.monotonic() + 120
     while client.get_job_status(job_id).value != "RUNNING":
         assert time.monotonic() < deadline, "job never started"
         time.sleep(0.5)
-    assert jobs_client.stop(ray_head, job_id) == 0
+    assert jobs_client.stop(ray_head.url, job_id) == 0
     assert "stop requested" in capsys.readouterr().out
-    assert jobs_client.logs(ray_head, job_id, follow=True) == 1  # ends STOPPED, not SUCCEEDED
+    assert jobs_client.logs(ray_head.url, job_id, follow=True) == 1  # ends STOPPED, not SUCCEEDED
     assert client.get_job_status(job_id).value == "STOPPED"
 
 

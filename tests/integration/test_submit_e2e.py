@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -17,16 +16,10 @@ cli = pytest.importorskip(
     "meta_dist.cli", reason="meta_dist.cli is not importable yet (the CLI is written separately)")
 
 from meta_dist.runtime import jobs_address, jobs_client  # noqa: E402 - after the skip check on purpose
-from tests.helpers.jobs import loopback_head  # noqa: E402
+from tests.helpers.jobs import Head  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 50
-
-
-@pytest.fixture(scope="module")
-def ray_head() -> Iterator[str]:
-    with loopback_head() as head:
-        yield head.url
 
 
 def _job_for_run_dir(url: str, run_dir: Path):
@@ -38,7 +31,7 @@ def _job_for_run_dir(url: str, run_dir: Path):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_submit_follow_trains_and_leaves_a_loadable_run(ray_head: str, tmp_path: Path,
+def test_submit_follow_trains_and_leaves_a_loadable_run(ray_head: Head, tmp_path: Path,
                                                         capfd: pytest.CaptureFixture) -> None:
     import pyarrow.parquet as pq
     import torch
@@ -46,12 +39,12 @@ def test_submit_follow_trains_and_leaves_a_loadable_run(ray_head: str, tmp_path:
     from meta_dist.checkpoint import load_latest
 
     run_dir = tmp_path / "sinusoid_run"
-    rc = cli.main(["submit", "--address", ray_head, "--follow", "--config", "sinusoid_maml",
+    rc = cli.main(["submit", "--address", ray_head.url, "--follow", "--config", "sinusoid_maml",
                    "--steps", str(STEPS), "--run-dir", str(run_dir)])
     out, err = capfd.readouterr()
     assert rc == 0, out[-4000:] + err[-2000:]
     assert "SUCCEEDED" in out
-    assert _job_for_run_dir(ray_head, run_dir).status.value == "SUCCEEDED"
+    assert _job_for_run_dir(ray_head.url, run_dir).status.value == "SUCCEEDED"
 
     steps = pq.read_table(run_dir / "metrics.parquet").column("step").to_pylist()
     assert steps == list(range(1, STEPS + 1))
@@ -65,12 +58,12 @@ def test_submit_follow_trains_and_leaves_a_loadable_run(ray_head: str, tmp_path:
 
 
 @pytest.mark.integration
-def test_submit_with_a_storage_uri_uploads_the_run_directory(ray_head: str, tmp_path: Path,
+def test_submit_with_a_storage_uri_uploads_the_run_directory(ray_head: Head, tmp_path: Path,
                                                               capfd: pytest.CaptureFixture) -> None:
     import pyarrow.parquet as pq
 
     storage = tmp_path / "bucket" / "prefix"
-    rc = cli.main(["submit", "--address", ray_head, "--follow", "--storage", storage.as_uri(),
+    rc = cli.main(["submit", "--address", ray_head.url, "--follow", "--storage", storage.as_uri(),
                    "--config", "sinusoid_maml", "--steps", "5"])
     out, err = capfd.readouterr()
     assert rc == 0, out[-4000:] + err[-2000:]
@@ -83,25 +76,25 @@ def test_submit_with_a_storage_uri_uploads_the_run_directory(ray_head: str, tmp_
 
 
 @pytest.mark.integration
-def test_bad_config_fails_the_job_with_a_one_line_error(ray_head: str, tmp_path: Path,
+def test_bad_config_fails_the_job_with_a_one_line_error(ray_head: Head, tmp_path: Path,
                                                         capfd: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "bad_run"
     # Straight through the jobs client: whatever the CLI may check before submitting, the job
     # itself must reject the config and say why in its logs.
     rc = jobs_client.submit(["--config", "sinusoid_maml", "--set", "nonsense.key=1",
                              "--run-dir", str(run_dir)],
-                            ray_head, follow=True, storage=None, working_dir=REPO_ROOT)
+                            ray_head.url, follow=True, storage=None, working_dir=REPO_ROOT)
     out, _ = capfd.readouterr()
     assert rc == 1, out[-4000:]
     assert "Traceback" not in out
-    job = _job_for_run_dir(ray_head, run_dir)
+    job = _job_for_run_dir(ray_head.url, run_dir)
     assert job.status.value == "FAILED"
-    logs = jobs_address.connect(ray_head)[0].get_job_logs(job.submission_id)
+    logs = jobs_address.connect(ray_head.url)[0].get_job_logs(job.submission_id)
     assert _config_error_lines(logs) == _config_error_lines(out)
     assert len(_config_error_lines(logs)) == 1, logs[-3000:]
 
     # The same through `meta-dist submit`: non-zero, and the message reaches the user.
-    rc = cli.main(["submit", "--address", ray_head, "--follow", "--config", "sinusoid_maml",
+    rc = cli.main(["submit", "--address", ray_head.url, "--follow", "--config", "sinusoid_maml",
                    "--set", "nonsense.key=1", "--run-dir", str(tmp_path / "bad_run_cli")])
     out, err = capfd.readouterr()
     assert rc != 0
@@ -117,11 +110,11 @@ def _config_error_lines(text: str) -> list[str]:
 
 
 @pytest.mark.integration
-def test_bench_runs_as_a_ray_job_and_prints_its_json_report(ray_head: str, capfd: pytest.CaptureFixture) -> None:
+def test_bench_runs_as_a_ray_job_and_prints_its_json_report(ray_head: Head, capfd: pytest.CaptureFixture) -> None:
     import json
 
     entrypoint = "python jobs/bench.py --config sinusoid_maml --workers 1,2 --duration-s 1 --json"
-    rc = jobs_client.submit([], ray_head, follow=True, storage=None, working_dir=REPO_ROOT, entrypoint=entrypoint)
+    rc = jobs_client.submit([], ray_head.url, follow=True, storage=None, working_dir=REPO_ROOT, entrypoint=entrypoint)
     out, err = capfd.readouterr()
     assert rc == 0, out[-4000:] + err[-2000:]
     (line,) = [line for line in out.splitlines() if line.startswith('{"workload"')]
